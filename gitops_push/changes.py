@@ -1,0 +1,393 @@
+"""Which stacks a range of commits affects, why, and in which order they run.
+
+A stack missed means a change never deployed, so every uncertain case (base commit
+unavailable, first commit) widens to *all stacks* with a warning; it never narrows to
+"nothing changed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from gitops_push import ci as ci_env
+from gitops_push.config import Config, Stack, normalize_path
+from gitops_push.discovery import glob_match, resolve_stacks
+from gitops_push.errors import ConfigError, GitError, UserError
+from gitops_push.git import SHA_RE, FileChange, Repo
+from gitops_push.refs import Input, RefIndex
+
+MAX_FILES_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A changed file and, when it is outside the stack, the chain that links them."""
+
+    file: str
+    chain: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return " -> ".join((self.file, *self.chain))
+
+
+@dataclass(frozen=True)
+class StackChange:
+    stack: Stack
+    status: str  # changed | removed | unchanged
+    wave: int = 0
+    reasons: tuple[Reason, ...] = ()
+    note: str = ""
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.file for r in self.reasons))
+
+
+@dataclass(frozen=True)
+class Range:
+    base: str | None  # None: no usable base, every stack counts as changed
+    head: str
+    source: str  # flag | ci-push | ci-pr | merge-base | first-commit | fallback | all
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    range: Range
+    stacks: tuple[StackChange, ...]
+    all_stacks: tuple[Stack, ...] = field(default=())
+
+    @property
+    def waves(self) -> list[list[StackChange]]:
+        out: dict[int, list[StackChange]] = {}
+        for s in self.stacks:
+            out.setdefault(s.wave, []).append(s)
+        return [out[k] for k in sorted(out)]
+
+
+# -- the range -------------------------------------------------------------------------
+def default_branch(repo: Repo, config: Config, ctx: ci_env.CIContext) -> str | None:
+    """Configured, else what CI says, else origin/HEAD, else main/master if present."""
+    if config.default_branch:
+        return config.default_branch
+    if ctx.default_branch:
+        return ctx.default_branch
+    res = repo.run("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
+    if res.returncode == 0 and res.stdout.strip().startswith("origin/"):
+        return res.stdout.strip()[len("origin/") :]
+    for name in ("main", "master"):
+        for ref in (f"refs/remotes/origin/{name}", f"refs/heads/{name}"):
+            if repo.run("rev-parse", "--verify", "--quiet", ref, check=False).returncode == 0:
+                return name
+    return None
+
+
+def default_branch_commit(repo: Repo, branch: str) -> str | None:
+    for ref in (f"refs/remotes/origin/{branch}", f"refs/heads/{branch}"):
+        res = repo.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        if res.returncode == 0:
+            return res.stdout.strip()
+    return None
+
+
+def ensure_commit(repo: Repo, sha: str) -> bool:
+    """Make ``sha`` available locally: fetch it, deepen a shallow clone, or unshallow."""
+    if repo.has_commit(sha):
+        return True
+    if not repo.has_remote("origin"):
+        return False
+    repo.fetch(sha)
+    if repo.has_commit(sha):
+        return True
+    if repo.is_shallow():
+        for args in (("--deepen=500",), ("--unshallow",)):
+            repo.fetch(*args)
+            if repo.has_commit(sha):
+                return True
+    return False
+
+
+def resolve_range(
+    repo: Repo,
+    config: Config,
+    *,
+    base: str | None,
+    head: str | None,
+    environ: Mapping[str, str],
+    all_stacks: bool = False,
+) -> Range:
+    head_sha = repo.resolve(head or "HEAD", what="--head")
+    ctx = ci_env.detect(environ)
+    warnings = list(ctx.warnings)
+    if all_stacks:
+        return Range(None, head_sha, "all", tuple(warnings))
+    if base is not None:
+        if base.strip() == "":
+            raise UserError("--base is empty; pass a ref or SHA, or leave it unset")
+        if SHA_RE.match(base.lower()) and not repo.has_commit(base.lower()):
+            return _missing_base(repo, base.lower(), head_sha, "flag", warnings)
+        base_sha = repo.resolve(base, what="--base")
+        mb = repo.merge_base(base_sha, head_sha)
+        return Range(mb or base_sha, head_sha, "flag", tuple(warnings))
+    if ctx.base_sha and not ci_env.is_zero_sha(ctx.base_sha):
+        source = "ci-pr" if ctx.base_kind == "pr-base" else "ci-push"
+        if not repo.has_commit(ctx.base_sha):
+            return _missing_base(repo, ctx.base_sha, head_sha, source, warnings)
+        if ctx.base_kind == "pr-base" and not ctx.base_is_merge_base:
+            mb = repo.merge_base(ctx.base_sha, head_sha)
+            return Range(mb or ctx.base_sha, head_sha, source, tuple(warnings))
+        return Range(ctx.base_sha, head_sha, source, tuple(warnings))
+    if ci_env.is_zero_sha(ctx.base_sha):
+        warnings.append(
+            "the CI base SHA is all zeros (a new branch): comparing with the "
+            "merge-base of the default branch"
+        )
+    branch = default_branch(repo, config, ctx)
+    if branch:
+        tip = default_branch_commit(repo, branch)
+        if tip:
+            mb = repo.merge_base(tip, head_sha)
+            if mb:
+                return Range(mb, head_sha, "merge-base", tuple(warnings))
+    if not repo.parents(head_sha):
+        return Range(None, head_sha, "first-commit", tuple(warnings))
+    warnings.append(
+        "no base commit could be determined (no --base, no CI base, no default branch to "
+        "merge-base with): treating EVERY stack as changed"
+    )
+    return Range(None, head_sha, "fallback", tuple(warnings))
+
+
+def _missing_base(repo: Repo, sha: str, head: str, source: str, warnings: list[str]) -> Range:
+    if ensure_commit(repo, sha):
+        return Range(sha, head, source, tuple(warnings))
+    warnings.append(
+        f"base commit {sha[:12]} is not in the local history, even after fetching from origin "
+        "(force push? shallow clone?): treating EVERY stack as changed"
+    )
+    return Range(None, head, "fallback", tuple(warnings))
+
+
+# -- the stacks ------------------------------------------------------------------------
+def stack_inputs(refs: RefIndex, stack: Stack) -> list[Input]:
+    if stack.type == "terraform":
+        return refs.terraform_inputs(stack.path)
+    if stack.type == "kubernetes" and refs.kustomization(stack.path):
+        return refs.kustomize_inputs(stack.path)
+    return []
+
+
+def _owner(path: str, stacks: list[Stack]) -> Stack | None:
+    """The deepest stack whose directory holds ``path``."""
+    best: Stack | None = None
+    for s in stacks:
+        if s.owns(path) and (best is None or len(s.path) > len(best.path) or best.path == "."):
+            best = s
+    return best
+
+
+def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = None) -> ChangeSet:
+    head_tree = repo.tree(rng.head)
+    head_stacks = resolve_stacks(config, repo, head_tree)
+    if rng.base is None:
+        changes = [StackChange(s, "changed", note=_all_note(rng)) for s in head_stacks]
+        return ChangeSet(rng, tuple(order(changes, head_stacks)), tuple(head_stacks))
+    if rng.base == rng.head:
+        return ChangeSet(rng, (), tuple(head_stacks))
+
+    audit_prefix = normalize_path(audit_dir or config.audit.directory) + "/"
+    diff = [
+        c
+        for c in repo.diff(rng.base, rng.head)
+        if not all(p.startswith(audit_prefix) for p in c.paths)
+    ]
+    changed_paths = _paths(diff)
+    refs = RefIndex(repo, head_tree)
+    results: dict[str, list[Reason]] = {}
+
+    for path in changed_paths:
+        owner = _owner(path, head_stacks)
+        if owner is not None:
+            results.setdefault(owner.name, []).append(Reason(path))
+    for s in head_stacks:
+        for g in s.watch:
+            for path in changed_paths:
+                if glob_match(g, path):
+                    results.setdefault(s.name, []).append(Reason(path, (f'watch "{g}"',)))
+    for s in head_stacks:
+        inputs = stack_inputs(refs, s)
+        if not inputs:
+            continue
+        for path in changed_paths:
+            for inp in inputs:
+                if path == inp.path or (
+                    inp.is_dir and (inp.path == "." or path.startswith(inp.path + "/"))
+                ):
+                    results.setdefault(s.name, []).append(Reason(path, inp.chain))
+                    break
+
+    changes = [
+        StackChange(s, "changed", reasons=_dedupe(results[s.name]))
+        for s in head_stacks
+        if s.name in results
+    ]
+    removed = _removed(repo, config, rng, head_stacks, diff)
+    ordered = order(changes, head_stacks, removed)
+    return ChangeSet(rng, tuple(ordered), tuple(head_stacks))
+
+
+def _paths(diff: Iterable[FileChange]) -> list[str]:
+    return list(dict.fromkeys(p for c in diff for p in c.paths))
+
+
+def _dedupe(reasons: list[Reason]) -> tuple[Reason, ...]:
+    seen: dict[str, Reason] = {}
+    for r in reasons:
+        if r.file not in seen or (seen[r.file].chain and not r.chain):
+            seen[r.file] = r
+    return tuple(seen.values())
+
+
+def _all_note(rng: Range) -> str:
+    return {
+        "all": "--all",
+        "first-commit": "first commit",
+        "fallback": "base commit unavailable",
+    }.get(rng.source, "no base")
+
+
+def _removed(
+    repo: Repo, config: Config, rng: Range, head_stacks: list[Stack], diff: list[FileChange]
+) -> list[StackChange]:
+    """Stacks that existed at the base and whose directory is gone at head."""
+    assert rng.base is not None
+    if not any(c.status in ("D", "R") for c in diff):
+        return []
+    base_config = _config_at(repo, config, rng.base)
+    base_tree = repo.tree(rng.base)
+    head_tree = repo.tree(rng.head)
+    try:
+        base_stacks = resolve_stacks(base_config, repo, base_tree, strict=False)
+    except (ConfigError, UserError):
+        base_stacks = resolve_stacks(config, repo, base_tree, strict=False)
+    head_names = {s.name for s in head_stacks}
+    head_paths = {s.path for s in head_stacks}
+    out = []
+    for s in base_stacks:
+        if s.name in head_names or s.path in head_paths or head_tree.is_dir(s.path):
+            continue
+        gone = [
+            c.old_path or c.path
+            for c in diff
+            if c.status in ("D", "R") and s.owns(c.old_path or c.path)
+        ]
+        out.append(
+            StackChange(
+                s,
+                "removed",
+                reasons=tuple(Reason(p) for p in gone[:200]),
+                note=f"directory {s.path} removed",
+            )
+        )
+    return out
+
+
+def _config_at(repo: Repo, config: Config, sha: str) -> Config:
+    """The config file as it was at ``sha`` (to know stacks that were removed with it)."""
+    from gitops_push import config as config_mod
+
+    if config.file is None:
+        return config
+    tree = repo.tree(sha)
+    entry = tree.entries.get(config.file)
+    if entry is None:
+        return config
+    try:
+        return config_mod.parse(repo.read_blobs([entry.sha])[entry.sha], config.file)
+    except (ConfigError, UserError):
+        return config
+
+
+# -- ordering --------------------------------------------------------------------------
+def order(
+    changes: list[StackChange], all_stacks: list[Stack], removed: list[StackChange] | None = None
+) -> list[StackChange]:
+    """Assign waves: a stack runs after every selected stack it depends on (transitively).
+
+    Removed stacks are destroyed first, dependents before their dependencies.
+    """
+    removed = removed or []
+    by_name = {s.name: s for s in all_stacks}
+    selected = {c.stack.name for c in changes}
+    closure_cache: dict[str, set[str]] = {}
+
+    def deps(name: str) -> set[str]:
+        if name in closure_cache:
+            return closure_cache[name]
+        out: set[str] = set()
+        todo = list(by_name[name].depends_on) if name in by_name else []
+        while todo:
+            d = todo.pop()
+            if d in out or d not in by_name:
+                continue
+            out.add(d)
+            todo.extend(by_name[d].depends_on)
+        closure_cache[name] = out
+        return out
+
+    rm_names = {c.stack.name: c for c in removed}
+    rm_wave: dict[str, int] = {}
+    rm_by = {c.stack.name: c.stack for c in removed}
+
+    def rm_level(name: str, seen: frozenset[str] = frozenset()) -> int:
+        # destroy order: a removed stack waits for removed stacks that depend on it
+        if name in rm_wave:
+            return rm_wave[name]
+        dependents = [o for o, s in rm_by.items() if name in s.depends_on and o not in seen]
+        level = 1 + max((rm_level(o, seen | {name}) for o in dependents), default=0)
+        rm_wave[name] = level
+        return level
+
+    for n in rm_names:
+        rm_level(n)
+    offset = max(rm_wave.values(), default=0)
+
+    wave: dict[str, int] = {}
+    remaining = sorted(selected)
+    while remaining:
+        progressed = False
+        for name in list(remaining):
+            pending = deps(name) & selected
+            if all(d in wave for d in pending):
+                wave[name] = 1 + max((wave[d] for d in pending), default=0)
+                remaining.remove(name)
+                progressed = True
+        if not progressed:  # cycles are rejected by config; be safe anyway
+            for name in remaining:
+                wave[name] = 1 + max(wave.values(), default=0)
+            break
+    out = [
+        StackChange(c.stack, c.status, rm_wave[c.stack.name], c.reasons, c.note) for c in removed
+    ]
+    out += [
+        StackChange(c.stack, c.status, offset + wave[c.stack.name], c.reasons, c.note)
+        for c in changes
+    ]
+    return sorted(out, key=lambda c: (c.wave, c.stack.name))
+
+
+def changed(
+    repo: Repo,
+    config: Config,
+    *,
+    base: str | None = None,
+    head: str | None = None,
+    environ: Mapping[str, str],
+    all_stacks: bool = False,
+) -> ChangeSet:
+    """``changed(base, head)``: every affected stack with status, wave and reasons."""
+    if not repo.has_commits():
+        raise GitError("the repository has no commits yet; commit your IaC first")
+    rng = resolve_range(repo, config, base=base, head=head, environ=environ, all_stacks=all_stacks)
+    return compute(repo, config, rng)

@@ -1,0 +1,374 @@
+"""``apply`` and ``drift``: the commands that change live systems.
+
+Guards first (default branch, clean tree, destroy consent, stale runs), then per stack:
+saved or fresh plan, a per-stack lock around the apply, a drift check to confirm the
+live state matches git. Every run writes a ``started`` and a ``finished`` audit record.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gitops_push import __version__, audit, changes, plans
+from gitops_push import ci as ci_env
+from gitops_push.changes import ChangeSet, Range, StackChange
+from gitops_push.config import Config
+from gitops_push.errors import AuditError, ExitCode, UserError
+from gitops_push.git import Repo
+from gitops_push.lock import LockSet
+from gitops_push.runner import Reporter, StackOutcome, base_outcome, default_parallel, run_waves
+from gitops_push.workflow import (
+    RunOptions,
+    RunReport,
+    Session,
+    _lint_message,
+    _plan_message,
+    base_worktree,
+    check_engines,
+    depends_fn,
+    deployed_commits,
+    make_ctx,
+    new_session,
+    select,
+    select_for_apply,
+)
+
+
+# -- guards ---------------------------------------------------------------------------
+def check_branch(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str]
+                 ) -> str | None:
+    """Apply only from the default branch (``--allow-branch`` overrides, and is recorded)."""
+    ctx = ci_env.detect(environ)
+    default = changes.default_branch(repo, config, ctx)
+    current = repo.current_branch() or ctx.branch
+    if default is None:
+        if opts.allow_branch:
+            return current
+        raise UserError("cannot tell the default branch (no origin/HEAD, no main/master, no "
+                        "default_branch in the config); set default_branch or pass "
+                        "--allow-branch")
+    if current != default and not opts.allow_branch:
+        raise UserError(
+            f"refusing to {opts.command} from branch {current or '(detached HEAD)'!r}: only "
+            f"the default branch {default!r} is deployed (--allow-branch overrides and is "
+            "recorded in the audit trail)"
+        )
+    return current
+
+
+def check_clean(repo: Repo) -> None:
+    dirty = repo.dirty_paths()
+    if dirty:
+        shown = ", ".join(repr(p) for p in dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+        raise UserError(
+            f"refusing to deploy from a dirty working tree ({len(dirty)} changed or untracked "
+            f"file(s): {shown}); commit or stash them — git is the source of truth"
+        )
+
+
+# -- the audit record -------------------------------------------------------------------
+def record_base(session: Session, command: str, rng: Range, branch: str | None) -> dict[str, Any]:
+    ctx = ci_env.detect(session.environ)
+    info = session.repo.commit_info(session.head)
+    return {
+        "schema_version": 1,
+        "run_id": session.run_id,
+        "command": command,
+        "flags": dict(session.options.flags),
+        "repository": ctx.repository or ci_env.clean(session.repo.remote_url() or "") or
+        str(session.repo.root.name),
+        "branch": branch,
+        "head": session.head,
+        "base": rng.base,
+        "base_source": rng.source,
+        "author": {"name": info.get("author_name"), "email": info.get("author_email")},
+        "committer": {"name": info.get("committer_name"), "email": info.get("committer_email")},
+        "commit_subject": ci_env.clean(info.get("subject"), 200),
+        "ci": ctx.system,
+        "actor": ctx.actor or ci_env.clean(session.repo.user()),
+        "pipeline_url": ctx.pipeline_url,
+        "job_url": ctx.job_url,
+        "host": ci_env.clean(platform.node(), 100),
+        "tool_versions": {"gitops-push": __version__},
+    }
+
+
+def stack_entry(o: StackOutcome) -> dict[str, Any]:
+    plan = o.apply or o.plan
+    counts = plan.counts if plan is not None else None
+    entry: dict[str, Any] = {
+        "name": o.name,
+        "type": o.type,
+        "path": o.path,
+        "status": o.status,
+        "result": o.result,
+        "deployed": o.result in ("applied", "no-changes", "destroyed", "fixed"),
+        "message": o.message,
+        "error": (o.error or "")[-2000:] or None,
+        "duration_s": round(o.duration, 3),
+        "counts": None if counts is None else {
+            "add": counts.add, "change": counts.change, "destroy": counts.destroy,
+            "replace": counts.replace},
+        "changed": [{"address": c.address, "action": c.action}
+                    for c in (plan.changes if plan is not None else ())
+                    if c.action not in ("no-op", "read")][:500],
+    }
+    if o.plan is not None and o.plan.tool_version:
+        entry["tool_version"] = o.plan.tool_version
+    for key, drift in (("drift", o.drift), ("verify", o.verify)):
+        if drift is not None:
+            entry[key] = {"drifted": drift.drifted,
+                          "items": [{"address": i.address, "kind": i.kind}
+                                    for i in drift.items][:500]}
+    return entry
+
+
+# -- apply ------------------------------------------------------------------------------
+def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockSet,
+               *, fix_only: bool = False) -> Any:
+    opts = session.options
+
+    def task(change: StackChange) -> StackOutcome:
+        stack = change.stack
+        engine = session.engine(stack)
+        removed = change.status == "removed"
+        with base_worktree(session, change, base_of.get(stack.name)) as old_dir:
+            ctx = make_ctx(session, stack, "apply", stack_dir=old_dir)
+            if opts.plan_dir is not None:
+                session.reporter.stack_step(stack.name, "load plan")
+                meta = plans.read(opts.plan_dir, stack)
+                sha = base_of.get(stack.name) if removed else session.head
+                current = plans.files_hash(session.repo, sha or session.head, stack)
+                plans.verify(meta, stack, session.head, current)
+                plan = engine.load_plan(stack, ctx, plans.stack_dir(opts.plan_dir, stack))
+                lint = None
+            else:
+                session.reporter.stack_step(stack.name, "lint")
+                lint = engine.lint(stack, ctx)
+                if not lint.ok:
+                    return base_outcome(change, "lint-failed", _lint_message(lint), lint=lint,
+                                        error=_lint_message(lint))
+                session.reporter.stack_step(stack.name, "plan")
+                plan = engine.plan(stack, ctx, destroy=removed)
+            if not plan.has_changes:
+                return base_outcome(change, "no-changes", "no changes", lint=lint, plan=plan)
+            if plan.destroy and not opts.allow_destroy:
+                return base_outcome(change, "refused", "would destroy the stack; pass "
+                                    "--allow-destroy", plan=plan)
+            session.reporter.stack_step(stack.name, "lock")
+            with locks.hold(stack.name):
+                session.reporter.stack_step(stack.name, "apply")
+                applied = engine.apply(stack, ctx, plan)
+                verify = None
+                if not removed:
+                    session.reporter.stack_step(stack.name, "verify")
+                    verify = engine.drift(stack, make_ctx(session, stack, "drift"))
+        result = "destroyed" if removed else ("fixed" if fix_only else "applied")
+        message = _plan_message(plan)
+        if verify is not None and verify.drifted:
+            message += f"; after apply {len(verify.items)} resource(s) still differ from git"
+        return base_outcome(change, result, message, lint=lint, plan=plan, apply=applied,
+                            verify=verify)
+
+    return task
+
+
+def _refuse_destroy(cs: ChangeSet, opts: RunOptions) -> None:
+    removed = [c.stack.name for c in cs.stacks if c.status == "removed"]
+    if removed and not opts.allow_destroy:
+        raise UserError(
+            f"these stacks were removed from git and would be DESTROYED: {', '.join(removed)}; "
+            "re-run with --allow-destroy to destroy them (nothing was applied)"
+        )
+
+
+def _trail(repo: Repo, config: Config, environ: Mapping[str, str]) -> audit.Trail:
+    return audit.Trail(repo, config.audit, environ=environ)
+
+
+def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+          reporter: Reporter | None = None, cancel: threading.Event | None = None,
+          *, command: str = "apply", extra_record: Mapping[str, Any] | None = None
+          ) -> RunReport:
+    branch = check_branch(repo, config, opts, environ)
+    check_clean(repo)
+    trail = _trail(repo, config, environ)
+    warnings: list[str] = []
+    warnings += _flush(trail)
+    records = trail.records()
+    cs, stale, sel_warnings = select_for_apply(repo, config, opts, environ, records)
+    warnings += list(cs.range.warnings) + sel_warnings
+    _refuse_destroy(cs, opts)
+    with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
+        session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
+                              Path(tmp))
+        for r in audit.interrupted_runs(records, session.run_id):
+            warnings.append(f"run {r.get('run_id')} ({r.get('command')} of "
+                            f"{str(r.get('head'))[:12]} by {r.get('actor')}) started at "
+                            f"{r.get('started_at')} and never finished: it was interrupted")
+        report = RunReport(command, session.run_id, cs.range.head, cs.range.base,
+                           cs.range.source, warnings=warnings)
+        base_rec = record_base(session, command, cs.range, branch)
+        if extra_record:
+            base_rec.update(extra_record)
+        if opts.allow_branch:
+            base_rec["allow_branch"] = True
+        started_at = audit.now_utc()
+        if not cs.stacks:
+            report.outcomes = stale
+            report.notes.append("nothing to apply: every stack matches its last deployment")
+            return report
+        check_engines(session, [c.stack for c in cs.stacks])
+        report.audit = _append(trail, {**base_rec, "phase": "started", "started_at": started_at,
+                                       "stacks": [{"name": c.stack.name, "status": c.status}
+                                                  for c in cs.stacks]}, report)
+        base_of = {c.stack.name: _base_for(c, cs, records) for c in cs.stacks}
+        locks = LockSet(repo, owner=_owner(session, base_rec), environ=environ,
+                        timeout=opts.lock_timeout)
+        try:
+            report.outcomes = stale + run_waves(
+                cs.stacks, apply_task(session, base_of, locks),
+                parallel=opts.parallel or default_parallel(), reporter=session.reporter,
+                cancel=session.cancel, depends=depends_fn(cs.all_stacks))
+        finally:
+            locks.release_all()
+            report.interrupted = session.cancel.is_set()
+            final = {**base_rec, "phase": "finished", "started_at": started_at,
+                     "finished_at": audit.now_utc(),
+                     "outcome": "interrupted" if report.interrupted else _overall(report),
+                     "stacks": [stack_entry(o) for o in report.outcomes]}
+            report.audit = _append(trail, final, report)
+    report.exit_code = apply_exit_code(report)
+    return report
+
+
+def _base_for(change: StackChange, cs: ChangeSet, records: list[dict[str, Any]]
+              ) -> str | None:
+    if cs.range.base is not None:
+        return cs.range.base
+    return deployed_commits(records).get(change.stack.name)
+
+
+def _owner(session: Session, base_rec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"run_id": session.run_id, "actor": base_rec.get("actor"),
+            "pipeline_url": base_rec.get("pipeline_url"), "host": base_rec.get("host"),
+            "command": base_rec.get("command")}
+
+
+def _overall(report: RunReport) -> str:
+    if all(o.ok for o in report.outcomes):
+        return "success"
+    return "partial" if any(o.ok for o in report.outcomes) else "failed"
+
+
+def _flush(trail: audit.Trail) -> list[str]:
+    try:
+        pushed = trail.flush_spool()
+    except AuditError as exc:
+        return [f"spooled audit records could not be pushed yet: {exc.message}"]
+    return [f"pushed {len(pushed)} audit record(s) left in the spool by an earlier run"
+            ] if pushed else []
+
+
+def _append(trail: audit.Trail, record: dict[str, Any], report: RunReport) -> dict[str, Any]:
+    try:
+        res = trail.append(record)
+    except AuditError as exc:
+        report.warnings.append(str(exc))
+        return {"pushed": False, "error": exc.message}
+    info = {"pushed": res.pushed, "path": res.path, "spool": str(res.spool_path)
+            if res.spool_path else None, "message": res.message}
+    if not res.pushed:
+        report.warnings.append(res.message)
+    return info
+
+
+def apply_exit_code(report: RunReport) -> int:
+    if report.interrupted:
+        return ExitCode.TERMINATED
+    if any(not o.ok and o.status != "stale" for o in report.outcomes):
+        return ExitCode.FAILED
+    if report.audit is not None and not report.audit.get("pushed", True):
+        return ExitCode.AUDIT_NOT_PUSHED
+    return ExitCode.OK
+
+
+# -- drift ------------------------------------------------------------------------------
+def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+          reporter: Reporter | None = None, cancel: threading.Event | None = None
+          ) -> RunReport:
+    """Compare live state with git for every (or the selected) stack; ``--fix`` re-applies."""
+    if opts.fix:
+        check_branch(repo, config, opts, environ)
+        check_clean(repo)
+    sel = replace(opts, all_stacks=not opts.stacks, base=None)
+    cs = select(repo, config, sel, environ)
+    cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != "removed"),
+                   cs.all_stacks)
+    trail = _trail(repo, config, environ)
+    warnings = _flush(trail)
+    with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
+        session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
+                              Path(tmp))
+        report = RunReport("drift", session.run_id, cs.range.head, None, "all",
+                           warnings=warnings)
+        if not cs.stacks:
+            report.notes.append("no stacks")
+            return report
+        check_engines(session, [c.stack for c in cs.stacks])
+        base_rec = record_base(session, "drift", cs.range, repo.current_branch())
+        started_at = audit.now_utc()
+        report.audit = _append(trail, {**base_rec, "phase": "started", "started_at": started_at,
+                                       "stacks": [{"name": c.stack.name} for c in cs.stacks]},
+                               report)
+        locks = LockSet(repo, owner=_owner(session, base_rec), environ=environ,
+                        timeout=opts.lock_timeout)
+        fixer = apply_task(session, {}, locks, fix_only=True)
+
+        def task(change: StackChange) -> StackOutcome:
+            stack = change.stack
+            session.reporter.stack_step(stack.name, "drift")
+            result = session.engine(stack).drift(stack, make_ctx(session, stack, "drift"))
+            if not result.drifted:
+                return base_outcome(change, "clean", "no drift", drift=result)
+            message = f"{len(result.items)} resource(s) drifted"
+            if not opts.fix:
+                return base_outcome(change, "drifted", message, drift=result)
+            fixed = fixer(change)
+            return replace(fixed, drift=result, message=f"{message}; {fixed.message}")
+
+        try:
+            report.outcomes = run_waves(cs.stacks, task,
+                                        parallel=opts.parallel or default_parallel(),
+                                        reporter=session.reporter, cancel=session.cancel,
+                                        depends=lambda name: set())
+        finally:
+            locks.release_all()
+            report.interrupted = session.cancel.is_set()
+            final = {**base_rec, "phase": "finished", "started_at": started_at,
+                     "finished_at": audit.now_utc(),
+                     "outcome": "interrupted" if report.interrupted else (
+                         "drift" if any(o.result == "drifted" for o in report.outcomes)
+                         else _overall(report)),
+                     "stacks": [stack_entry(o) for o in report.outcomes]}
+            report.audit = _append(trail, final, report)
+    report.exit_code = drift_exit_code(report)
+    return report
+
+
+def drift_exit_code(report: RunReport) -> int:
+    if report.interrupted:
+        return ExitCode.TERMINATED
+    if any(o.result in ("failed", "lint-failed", "refused") for o in report.outcomes):
+        return ExitCode.FAILED
+    if any(o.result == "drifted" for o in report.outcomes):
+        return ExitCode.DRIFT_DETECTED
+    if report.audit is not None and not report.audit.get("pushed", True):
+        return ExitCode.AUDIT_NOT_PUSHED
+    return ExitCode.OK

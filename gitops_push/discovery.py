@@ -1,0 +1,153 @@
+"""Which directories of a commit are stacks: explicit ones from the config plus discovered.
+
+Discovery (``discover:`` globs, or everything when there is no config file) finds
+Terraform directories that no other directory uses as a local module, and kustomize or
+manifest directories that no kustomization references. Hidden, ``.terraform`` and
+vendored directories are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from functools import cache
+
+from gitops_push.config import Config, Stack, check_graph
+from gitops_push.errors import ConfigError
+from gitops_push.git import Repo, Tree, resolve_in_tree
+from gitops_push.refs import RefIndex
+
+SKIP_DIRS = frozenset({".terraform", "node_modules", "vendor", "third_party", "__pycache__"})
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@cache
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """``**`` spans directories, ``*``/``?``/``[...]`` stay within one path segment."""
+    out = []
+    i = 0
+    p = pattern.strip("/")
+    while i < len(p):
+        c = p[i]
+        if p.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif p.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            end = p.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = p[i + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    return glob_regex(pattern).match(path) is not None
+
+
+def skipped(path: str) -> bool:
+    return path != "." and any(
+        part.startswith(".") or part in SKIP_DIRS for part in path.split("/")
+    )
+
+
+def stack_name(path: str) -> str:
+    if path == ".":
+        return "root"
+    name = re.sub(r"[^a-z0-9\-_.]+", "-", path.lower().replace("/", "-")).strip("-_.")
+    return name or "stack-" + hashlib.sha256(path.encode()).hexdigest()[:8]
+
+
+def resolve_stacks(config: Config, repo: Repo, tree: Tree, *, strict: bool = True) -> list[Stack]:
+    """All stacks at one commit. ``strict``: explicit stacks must exist (config errors)."""
+    refs = RefIndex(repo, tree)
+    stacks: list[Stack] = []
+    for spec in config.stacks:
+        s = spec.stack
+        if strict:
+            check_stack_path(s, tree, spec.path_line)
+        elif not tree.is_dir(s.path):
+            continue
+        stacks.append(s)
+    explicit_paths = {s.path for s in stacks}
+    names = {s.name for s in stacks}
+    for path, engine in discover(config, tree, refs):
+        if path in explicit_paths:
+            continue
+        name = stack_name(path)
+        if name in names:
+            name = f"{name}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
+        names.add(name)
+        stacks.append(
+            Stack(name=name, path=path, type=engine, settings=config.default_settings(engine))
+        )
+    if strict:
+        check_graph(stacks, {s.name: s.origin for s in stacks})
+    return stacks
+
+
+def check_stack_path(stack: Stack, tree: Tree, where: str) -> None:
+    path = stack.path
+    # a symlink anywhere along the path: refuse it if it leaves the repository
+    parts = path.split("/") if path != "." else []
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        if tree.is_symlink(prefix):
+            raise ConfigError(
+                f"stack {stack.name!r}: path {path!r} goes through the symlink {prefix!r}; "
+                "symlinked stack paths are refused (they can resolve outside the repository)",
+                path=where,
+            )
+    if not tree.is_dir(path):
+        raise ConfigError(
+            f"stack {stack.name!r}: directory {path!r} does not exist at commit {tree.sha[:12]}",
+            path=where,
+        )
+
+
+def _tf_dirs(tree: Tree) -> set[str]:
+    return {p.rpartition("/")[0] or "." for p in tree.entries if p.endswith(".tf")}
+
+
+def discover(config: Config, tree: Tree, refs: RefIndex) -> list[tuple[str, str]]:
+    """(path, engine) of every discovered stack, sorted by path."""
+    found: list[tuple[str, str]] = []
+    tf_globs = config.discover.get("terraform", ())
+    k8s_globs = config.discover.get("kubernetes", ())
+    tf_dirs = {d for d in _tf_dirs(tree) if not skipped(d)}
+    if tf_globs:
+        modules = refs.module_dirs(tf_dirs)
+        for d in sorted(tf_dirs - modules):
+            if _matches(tf_globs, d):
+                found.append((d, "terraform"))
+    if k8s_globs:
+        tf_area = tf_dirs | refs.module_dirs(tf_dirs)
+        for d in refs.kubernetes_dirs(exclude_under=tf_area):
+            if _matches(k8s_globs, d) and not skipped(d):
+                found.append((d, "kubernetes"))
+    return sorted(found)
+
+
+def _matches(globs: Iterable[str], path: str) -> bool:
+    return any(glob_match(g, path) for g in globs)
+
+
+__all__ = ["discover", "glob_match", "resolve_in_tree", "resolve_stacks", "stack_name"]

@@ -1,0 +1,198 @@
+"""The small interface every engine implements: lint / plan / apply / drift.
+
+Engines return data (the dataclasses below) and never print. Progress lines go to
+``ctx.on_line``; the orchestration (runner.py) decides what to show.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gitops_push.config import Stack
+    from gitops_push.schema import Section
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A lint finding, located as precisely as the tool allows."""
+
+    severity: str  # "error" | "warning" | "note"
+    message: str
+    file: str | None = None  # repo-relative path
+    line: int | None = None
+
+    @property
+    def location(self) -> str:
+        if self.file and self.line:
+            return f"{self.file}:{self.line}"
+        return self.file or ""
+
+    def __str__(self) -> str:
+        loc = self.location
+        return f"{loc}: {self.message}" if loc else self.message
+
+
+@dataclass(frozen=True)
+class LintResult:
+    stack: str
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource/object a plan or apply touches.
+
+    ``action``: create | update | delete | replace | read | no-op | prune.
+    ``fields``: changed attribute paths (never values of sensitive fields).
+    """
+
+    address: str
+    action: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputChange:
+    name: str
+    action: str
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class Counts:
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+    replace: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.add + self.change + self.destroy + self.replace
+
+    @classmethod
+    def of(cls, changes: tuple[Change, ...]) -> Counts:
+        return cls(
+            add=sum(c.action == "create" for c in changes),
+            change=sum(c.action == "update" for c in changes),
+            destroy=sum(c.action in ("delete", "prune") for c in changes),
+            replace=sum(c.action == "replace" for c in changes),
+        )
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a plan would do. ``artifact`` is the engine's saved-plan directory, if any."""
+
+    stack: str
+    changes: tuple[Change, ...] = ()
+    outputs: tuple[OutputChange, ...] = ()
+    destroy: bool = False
+    artifact: Path | None = None
+    tool_version: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> Counts:
+        return Counts.of(self.changes)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action not in ("no-op", "read") for c in self.changes) or any(
+            o.action not in ("no-op",) for o in self.outputs
+        )
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    stack: str
+    changes: tuple[Change, ...] = ()
+    duration: float = 0.0
+    output_tail: str = ""
+
+    @property
+    def counts(self) -> Counts:
+        return Counts.of(self.changes)
+
+
+@dataclass(frozen=True)
+class DriftItem:
+    """One drifted resource/object.
+
+    ``kind``: ``changed`` (live differs from git/state), ``deleted`` (gone from the live
+    system), ``extra`` (live but not in git), ``config`` (git differs from recorded state).
+    """
+
+    address: str
+    kind: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    stack: str
+    items: tuple[DriftItem, ...] = ()
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.items)
+
+
+@dataclass
+class EngineContext:
+    """Everything an engine call may use; built by the runner per stack and phase.
+
+    ``env`` is already filtered to the base variables plus what the stack names for the
+    current ``phase`` (plan / apply / drift): engines pass it on unchanged.
+    """
+
+    repo_root: Path
+    stack_dir: Path  # absolute directory of the stack's files (may be a temp worktree)
+    env: Mapping[str, str]
+    phase: str
+    work_dir: Path  # scratch space for this stack and run (plans, rendered manifests)
+    secrets: tuple[str, ...] = ()  # values to redact from anything captured
+    on_line: Callable[[str], None] = lambda line: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    force_conflicts: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What the runner calls. One instance per run; methods are called from worker threads."""
+
+    name: str
+
+    def check(self, stacks: list[Stack], env: Mapping[str, str]) -> None:
+        """Fail fast (ToolError) if the tool is missing or too old, before any stack runs."""
+
+    def lint(self, stack: Stack, ctx: EngineContext) -> LintResult: ...
+
+    def plan(self, stack: Stack, ctx: EngineContext, *, destroy: bool = False) -> PlanResult:
+        """Plan; with ``ctx.work_dir`` holding the artifact a later ``apply`` uses."""
+
+    def load_plan(self, stack: Stack, ctx: EngineContext, artifact: Path) -> PlanResult:
+        """Re-read a saved plan (from ``plan --plan-dir``) for apply; raise if stale."""
+
+    def apply(self, stack: Stack, ctx: EngineContext, plan: PlanResult) -> ApplyResult: ...
+
+    def drift(self, stack: Stack, ctx: EngineContext) -> DriftResult: ...
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Module-level ``ENGINE`` of each engine module."""
+
+    name: str
+    parse_settings: Callable[[Section], Any]
+    factory: Callable[[], Engine]
+    # Settings that name environment variables to pass through, for least privilege.
+    env_names: Callable[[Any], tuple[str, ...]] = lambda settings: ()

@@ -1,0 +1,775 @@
+"""Kubernetes engine: manifests or a kustomization, server-side applied with kubectl.
+
+lint is offline (YAML, identity, schemas, duplicates, committed Secrets). plan runs
+``kubectl diff --server-side`` and saves the exact objects (Secret values excepted) to
+the plan directory; apply applies those objects - Namespaces and CRDs first - records
+them in the stack's inventory ConfigMap, waits for rollouts, and prunes what the
+inventory holds, git no longer has and still carries the stack label. See
+docs/kubernetes.md for the settings, the inventory and the drift rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets as secrets_mod
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from gitops_push import proc
+from gitops_push.engines import _k8s_lint as lintmod
+from gitops_push.engines._k8s_kubectl import (
+    GLOBAL_CAUSES,
+    INSTALL_HINT,
+    KUBECTL,
+    ApiResource,
+    Inventory,
+    Kubectl,
+    resolve_access,
+)
+from gitops_push.engines._k8s_objects import (
+    STACK_LABEL,
+    IgnoreRule,
+    Manifest,
+    ObjRef,
+    crd_kinds,
+    display_path,
+    dump_yaml,
+    field_changes,
+    identity_problem,
+    is_secret,
+    kustomization_file,
+    label_value_problem,
+    manifest_files,
+    masked,
+    parse_file,
+    parse_rendered,
+    phase_of,
+    pointer_parts,
+    prepared_body,
+    secret_fields,
+    secret_values,
+    sort_key,
+)
+from gitops_push.engines._k8s_wait import CRD, Waiter, waits_for
+from gitops_push.engines.base import (
+    ApplyResult,
+    Change,
+    Diagnostic,
+    DriftItem,
+    DriftResult,
+    EngineContext,
+    EngineSpec,
+    LintResult,
+    PlanResult,
+)
+from gitops_push.errors import ParseError, ToolError, UserError
+from gitops_push.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from gitops_push.config import Stack
+    from gitops_push.schema import Section
+
+PLAN_FILE = "kubernetes-plan.json"
+MANIFESTS_FILE = "manifests.yaml"
+PLAN_FORMAT = 1
+MIN_KUBECTL = (1, 26)
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_K8S_VERSION = "1.32"  # schemas for lint; matches the kubectl we test with
+ORIGIN_ANNOTATION = "config.kubernetes.io/origin"
+SETTINGS_KEYS = (
+    "kubeconfig", "kubeconfig_env", "context", "namespace", "inventory_namespace", "prune",
+    "wait", "timeout", "server_side", "field_manager", "ignore_differences", "env",
+    "kubernetes_version",
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_FIELD_MANAGER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+_K8S_VERSION = re.compile(r"\d+\.\d+")
+_SCRYPT_N = 2**14
+
+
+# -- settings ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """The ``kubernetes:`` settings of a stack (docs/kubernetes.md#settings)."""
+
+    kubeconfig: str | None = None
+    kubeconfig_env: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    inventory_namespace: str | None = None
+    prune: bool = True
+    wait: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+    server_side: bool = True
+    field_manager: str = "gitops-push"
+    ignore_differences: tuple[IgnoreRule, ...] = ()
+    env: tuple[str, ...] = ()
+    kubernetes_version: str = DEFAULT_K8S_VERSION
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between plan and apply (where and how objects go)."""
+        return {"kubeconfig": self.kubeconfig, "kubeconfig_env": self.kubeconfig_env,
+                "context": self.context, "namespace": self.namespace,
+                "inventory_namespace": self.inventory_namespace,
+                "field_manager": self.field_manager, "server_side": self.server_side}
+
+
+def parse_settings(section: Section) -> KubernetesSettings:
+    section.only(SETTINGS_KEYS)
+    kubeconfig = section.str("kubeconfig")
+    kubeconfig_env = section.str("kubeconfig_env", pattern=_ENV_NAME)
+    if kubeconfig is not None and kubeconfig_env is not None:
+        raise section.error("kubeconfig_env", "set either kubeconfig or kubeconfig_env, not both")
+    if kubeconfig is not None and ("\x00" in kubeconfig or not kubeconfig.strip()):
+        raise section.error("kubeconfig", "must be a file path")
+    timeout = section.duration("timeout", DEFAULT_TIMEOUT)
+    assert timeout is not None
+    if timeout <= 0:
+        raise section.error("timeout", "must be greater than zero")
+    return KubernetesSettings(
+        kubeconfig=kubeconfig,
+        kubeconfig_env=kubeconfig_env,
+        context=section.str("context"),
+        namespace=section.str("namespace", pattern=_DNS_LABEL),
+        inventory_namespace=section.str("inventory_namespace", pattern=_DNS_LABEL),
+        prune=section.bool("prune", True),
+        wait=section.bool("wait", True),
+        timeout=timeout,
+        server_side=section.bool("server_side", True),
+        field_manager=section.str("field_manager", "gitops-push", pattern=_FIELD_MANAGER)
+        or "gitops-push",
+        ignore_differences=_parse_ignore(section),
+        env=section.str_list("env", pattern=_ENV_NAME),
+        kubernetes_version=section.str("kubernetes_version", DEFAULT_K8S_VERSION,
+                                       pattern=_K8S_VERSION) or DEFAULT_K8S_VERSION,
+    )
+
+
+def _parse_ignore(section: Section) -> tuple[IgnoreRule, ...]:
+    from gitops_push.schema import Section as _Section
+
+    node = section.value_node("ignore_differences")
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise section.error("ignore_differences", "must be a list of "
+                            "{kind, name, namespace, json_pointers}", node)
+    rules: list[IgnoreRule] = []
+    for i, item in enumerate(node.value):
+        sub = _Section(item, section.file, f"{section.what}: ignore_differences[{i}]")
+        sub.only(["kind", "group", "name", "namespace", "json_pointers"])
+        kind = sub.str("kind", required=True)
+        pointers = sub.str_list("json_pointers")
+        if not pointers:
+            raise sub.error("json_pointers", "must list at least one JSON pointer like "
+                            "/spec/replicas")
+        for p in pointers:
+            try:
+                parts = pointer_parts(p)
+            except ValueError as exc:
+                raise sub.error("json_pointers", str(exc), sub.value_node("json_pointers")
+                                ) from exc
+            if not parts or parts[0] in ("apiVersion", "kind") or parts[:2] == [
+                    "metadata", "name"] or parts == ["metadata"]:
+                raise sub.error("json_pointers", f"{p!r} names the object itself; it "
+                                "cannot be ignored", sub.value_node("json_pointers"))
+        assert kind is not None
+        rules.append(IgnoreRule(kind=kind, json_pointers=pointers, group=sub.str("group"),
+                                name=sub.str("name"), namespace=sub.str("namespace")))
+    return tuple(rules)
+
+
+def env_names(settings: KubernetesSettings) -> tuple[str, ...]:
+    """kubectl's own variables, the stack's kubeconfig variable and its ``env`` names."""
+    named = (settings.kubeconfig_env,) if settings.kubeconfig_env else ()
+    return tuple(dict.fromkeys(("KUBECONFIG", "KUBECACHEDIR", *named, *settings.env)))
+
+
+def _settings(stack: Stack) -> KubernetesSettings:
+    s = stack.settings
+    return s if isinstance(s, KubernetesSettings) else KubernetesSettings()
+
+
+# -- plan data -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Desired:
+    """One object as it will be applied."""
+
+    ref: ObjRef
+    version: str  # apiVersion's version part (for reading status)
+    body: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything about where a stack goes: kubectl, scopes, namespaces, inventory."""
+
+    kubectl: Kubectl
+    resources: dict[tuple[str, str], ApiResource]
+    default_ns: str
+    inventory_name: str
+    inventory_ns: str
+
+
+def inventory_name(stack: str) -> str:
+    """``gitops-push-inventory-<stack>``; a hash keeps names that needed changes unique."""
+    slug = re.sub(r"[^a-z0-9.-]+", "-", stack.lower()).strip("-.")[:40] or "stack"
+    if slug != stack:
+        slug += "-" + hashlib.sha256(stack.encode()).hexdigest()[:8]
+    return f"gitops-push-inventory-{slug}"
+
+
+def _secret_digest(fields: Mapping[str, Any], salt: bytes | None = None) -> str:
+    """A slow salted hash (scrypt) of a Secret's values: checkable, not guessable."""
+    salt = salt or secrets_mod.token_bytes(16)
+    canonical = json.dumps(fields, sort_keys=True).encode()
+    digest = hashlib.scrypt(canonical, salt=salt, n=_SCRYPT_N, r=8, p=1, dklen=32)
+    return f"scrypt${_SCRYPT_N}${salt.hex()}${digest.hex()}"
+
+
+def _digest_matches(fields: Mapping[str, Any], recorded: str) -> bool:
+    try:
+        _, _, salt, _ = recorded.split("$")
+        return secrets_mod.compare_digest(_secret_digest(fields, bytes.fromhex(salt)), recorded)
+    except ValueError:
+        return False
+
+
+# -- the engine ----------------------------------------------------------------------
+
+class KubernetesEngine:
+    name = "kubernetes"
+
+    # -- check ----------------------------------------------------------------------
+    def check(self, stacks: list[Stack], env: Mapping[str, str]) -> None:
+        """kubectl must be on PATH and new enough for server-side apply and diff."""
+        if not stacks:
+            return
+        try:
+            result = proc.run([KUBECTL, "version", "--client", "-o", "json"],
+                              env=proc.filtered_env(env), timeout=60)
+        except ToolError as exc:
+            raise ToolError(f"kubectl is needed for the Kubernetes stacks "
+                            f"({', '.join(s.name for s in stacks)}) but "
+                            f"{exc.message.split(': ', 1)[-1]}; {INSTALL_HINT}") from exc
+        version = _kubectl_version(result.stdout)
+        if version is not None and version < MIN_KUBECTL:
+            raise ToolError(f"kubectl {version[0]}.{version[1]} is too old; {INSTALL_HINT}")
+
+    # -- lint -----------------------------------------------------------------------
+    def lint(self, stack: Stack, ctx: EngineContext) -> LintResult:
+        """Offline: everything that can be wrong in git is found before a cluster is asked."""
+        s = _settings(stack)
+        diags: list[Diagnostic] = []
+        problem = label_value_problem(stack.name)
+        if problem:
+            diags.append(Diagnostic("error", problem, file=stack.origin.rsplit(":", 1)[0]
+                                    if stack.origin != "discovered" else None))
+        if not lintmod.version_supported(s.kubernetes_version):
+            diags.append(Diagnostic("error", f"kubernetes_version {s.kubernetes_version}: "
+                                    "no offline schemas for it"))
+            return LintResult(stack.name, tuple(diags))
+        kfile = kustomization_file(ctx.stack_dir)
+        if kfile is None:
+            manifests, errors = self._read_files(stack, ctx)
+        else:
+            manifests, errors = self._lint_kustomize(stack, ctx, kfile)
+        diags.extend(errors)
+        diags.extend(lintmod.lint_objects(manifests, version=s.kubernetes_version,
+                                          default_ns=s.namespace or "default"))
+        if not manifests and not errors:
+            diags.append(Diagnostic("warning", "the stack has no Kubernetes objects",
+                                    file=stack.path))
+        return LintResult(stack.name, tuple(diags))
+
+    def _read_files(self, stack: Stack, ctx: EngineContext
+                    ) -> tuple[list[Manifest], list[Diagnostic]]:
+        manifests: list[Manifest] = []
+        errors: list[Diagnostic] = []
+        try:
+            files = list(manifest_files(ctx.stack_dir, _tree_root(stack, ctx)))
+        except ParseError as exc:
+            return [], [_parse_diag(exc, stack)]
+        for path, rel in files:
+            display = display_path(stack.path, rel)
+            try:
+                manifests.extend(parse_file(path.read_bytes(), display))
+            except ParseError as exc:
+                errors.append(_parse_diag(exc))
+            except OSError as exc:
+                errors.append(Diagnostic("error", f"cannot read: {exc.strerror}", file=display))
+        return manifests, errors
+
+    def _lint_kustomize(self, stack: Stack, ctx: EngineContext, kfile: Path
+                        ) -> tuple[list[Manifest], list[Diagnostic]]:
+        """Source files for syntax, then the rendered objects, located via kustomize origins."""
+        _, errors = self._read_files(stack, ctx)
+        kdisplay = display_path(stack.path, kfile.name)
+        try:
+            text, origins = self._kustomize(stack, ctx, with_origins=True)
+        except ToolError as exc:
+            return [], [*errors, Diagnostic("error", exc.message, file=kdisplay)]
+        try:
+            rendered = parse_rendered(text, kdisplay)
+        except ParseError as exc:
+            return [], [*errors, _parse_diag(exc)]
+        return [_locate(m, origins, stack, ctx) for m in rendered], errors
+
+    # -- rendering ------------------------------------------------------------------
+    def _kustomize(self, stack: Stack, ctx: EngineContext, *, with_origins: bool = False
+                   ) -> tuple[str, Path | None]:
+        """``kubectl kustomize``; with origins, through a wrapper adding origin annotations."""
+        def run(directory: Path) -> proc.Result:
+            return proc.run([KUBECTL, "kustomize", str(directory)], env=ctx.env,
+                            cwd=ctx.stack_dir, check=False, timeout=600, cancel=ctx.cancel,
+                            secrets=ctx.secrets)
+
+        if with_origins:
+            with tempfile.TemporaryDirectory(prefix="gitops-push-kustomize-") as tmp:
+                wrapper = Path(tmp)
+                rel = Path(_relpath(ctx.stack_dir.resolve(), wrapper.resolve()))
+                (wrapper / "kustomization.yaml").write_text(yaml.safe_dump({
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                    "resources": [rel.as_posix()], "buildMetadata": ["originAnnotations"]}))
+                result = run(wrapper)
+                if result.returncode == 0:
+                    return result.stdout, wrapper.resolve()
+        result = run(ctx.stack_dir)
+        if result.returncode != 0:
+            lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+            detail = lines[-1] if lines else f"exit code {result.returncode}"
+            raise ToolError(f"kustomize failed: {re.sub(r'^(Error|error): ', '', detail)}",
+                            command=result.command, returncode=result.returncode,
+                            output_tail=result.tail)
+        return result.stdout, None
+
+    def _render(self, stack: Stack, ctx: EngineContext) -> list[Manifest]:
+        """The stack's objects; any problem lint reports as an error stops here too."""
+        kfile = kustomization_file(ctx.stack_dir)
+        if kfile is not None:
+            try:
+                text, _ = self._kustomize(stack, ctx)
+            except ToolError as exc:
+                raise ToolError(f"stack {stack.name!r}: {exc.message}", command=exc.command,
+                                returncode=exc.returncode, output_tail=exc.output_tail
+                                ) from exc
+            manifests = parse_rendered(text, display_path(stack.path, kfile.name))
+        else:
+            manifests, errors = self._read_files(stack, ctx)
+            if errors:
+                first = errors[0]
+                raise ParseError(f"stack {stack.name!r}: {first.message}", path=first.location)
+        for m in manifests:
+            problem = identity_problem(m)
+            if problem:
+                raise UserError(f"stack {stack.name!r}: {problem[0]}", path=m.source)
+        return manifests
+
+    # -- the target cluster ---------------------------------------------------------
+    def _target(self, stack: Stack, ctx: EngineContext, s: KubernetesSettings,
+                on_line: Callable[[str], None] | None = None) -> Target:
+        problem = label_value_problem(stack.name)
+        if problem:
+            raise UserError(f"stack {stack.name!r}: {problem}", path=stack.origin)
+        access = resolve_access(kubeconfig=s.kubeconfig, kubeconfig_env=s.kubeconfig_env,
+                                context=s.context, ctx=ctx, stack=stack.name)
+        kc = Kubectl(access, ctx if on_line is None else replace(ctx, on_line=on_line),
+                     stack.name, field_manager=s.field_manager, server_side=s.server_side)
+        default_ns = s.namespace or kc.context_namespace() or "default"
+        resources = kc.api_resources()
+        return Target(kc, resources, default_ns, inventory_name(stack.name),
+                      s.inventory_namespace or default_ns)
+
+    def _desired(self, stack: Stack, s: KubernetesSettings, target: Target,
+                 manifests: Sequence[Manifest]) -> list[Desired]:
+        """Scope each object (discovery, or the stack's own CRDs), label it, order it."""
+        crds = crd_kinds(manifests)
+        out: dict[ObjRef, Desired] = {}
+        for m in manifests:
+            res = target.resources.get((m.group, m.kind))
+            namespaced = res.namespaced if res else crds.get((m.group, m.kind))
+            if namespaced is None:
+                raise ToolError(
+                    f"stack {stack.name!r}: {m.kind} {m.name} ({m.source}): unknown kind "
+                    f"{m.kind} in {m.api_version} - the cluster has no such resource and no "
+                    "CustomResourceDefinition in this stack defines it")
+            ref = ObjRef(m.group, m.kind, (m.namespace or target.default_ns) if namespaced
+                         else "", m.name)
+            if ref in out:
+                raise UserError(f"stack {stack.name!r}: {ref.address} is defined twice: at "
+                                f"{out[ref].source} and at {m.source}", path=m.source)
+            body = prepared_body(m, namespace=ref.namespace, stack=stack.name,
+                                 rules=s.ignore_differences, ref=ref)
+            out[ref] = Desired(ref, m.api_version.rpartition("/")[2], body, m.source)
+            target.kubectl.add_secrets(secret_values(m.body))
+        return sorted(out.values(), key=lambda d: sort_key(d.ref))
+
+    def _compare(self, stack: Stack, s: KubernetesSettings, target: Target,
+                 desired: Sequence[Desired], force: bool
+                 ) -> dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]]:
+        """ref -> (live object or None, changed fields), via kubectl diff in two stages.
+
+        Objects in a Namespace, or of a CRD, that the stack itself has yet to create cannot
+        be dry-run (the API server rejects them), so they count as created.
+        """
+        out: dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]] = {}
+        first = [d for d in desired if phase_of(d.ref) == 0]
+        rest = [d for d in desired if phase_of(d.ref) == 1]
+        out.update(self._diff(target, s, first, force))
+        new_ns = {r.name for r, (live, _) in out.items() if r.kind == "Namespace" and not live}
+        deferred = [d for d in rest if d.ref.namespace in new_ns
+                    or (d.ref.group, d.ref.kind) not in target.resources]
+        for d in deferred:
+            out[d.ref] = (None, ())
+        out.update(self._diff(target, s, [d for d in rest if d not in deferred], force))
+        return out
+
+    def _diff(self, target: Target, s: KubernetesSettings, items: Sequence[Desired],
+              force: bool) -> dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]]:
+        kc = target.kubectl
+        try:
+            pairs = kc.diff([d.body for d in items], force=force)
+        except ToolError as exc:
+            raise self._blame(exc, items, lambda d: kc.diff([d.body], force=force, what=d.ref)
+                              ) from exc
+        out: dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]] = {}
+        for d in items:
+            if d.ref not in pairs:
+                raise ToolError(f"stack {kc.stack!r}: {d.ref.address}: kubectl diff reported "
+                                "nothing for it")
+            live, merged = pairs[d.ref]
+            out[d.ref] = (live, field_changes(live, merged, d.ref, s.ignore_differences))
+        return out
+
+    @staticmethod
+    def _blame(exc: ToolError, items: Sequence[Desired],
+               probe: Callable[[Desired], object]) -> ToolError:
+        """Re-run one object at a time to name the one a batch failed on.
+
+        Not for failures that are about the cluster, not an object (unreachable...).
+        """
+        cause = exc.message.split(": ", 1)[-1]
+        if cause.startswith(GLOBAL_CAUSES):
+            return exc
+        for d in items:
+            try:
+                probe(d)
+            except ToolError as single:
+                return single
+        return exc
+
+    def _labelled(self, stack: Stack, target: Target, refs: Sequence[ObjRef]) -> set[ObjRef]:
+        """Live objects of the kinds and namespaces in ``refs`` carrying the stack label."""
+        types = [target.resources[(r.group, r.kind)] for r in refs
+                 if (r.group, r.kind) in target.resources]
+        namespaces = {r.namespace for r in refs if r.namespace}
+        return target.kubectl.labelled(types, namespaces, STACK_LABEL, stack.name)
+
+    # -- plan -----------------------------------------------------------------------
+    def plan(self, stack: Stack, ctx: EngineContext, *, destroy: bool = False) -> PlanResult:
+        s = _settings(stack)
+        manifests = [] if destroy else self._render(stack, ctx)
+        target = self._target(stack, ctx, s)
+        desired = self._desired(stack, s, target, manifests)
+        inventory = target.kubectl.read_inventory(target.inventory_name, target.inventory_ns)
+        compared = self._compare(stack, s, target, desired, ctx.force_conflicts)
+        changes = [Change(d.ref.address, _action(*compared[d.ref]), compared[d.ref][1])
+                   for d in desired]
+        gone = sorted(inventory.refs - {d.ref for d in desired}, key=sort_key, reverse=True)
+        notes: list[str] = []
+        prune: list[ObjRef] = []
+        if gone and (s.prune or destroy):
+            live = self._labelled(stack, target, gone)
+            prune = [r for r in gone if r in live]
+            changes += [Change(r.address, "delete" if destroy else "prune") for r in prune]
+            notes += [f"pruning Namespace {r.name} deletes everything in it"
+                      for r in prune if (r.group, r.kind) == ("", "Namespace")]
+        elif gone:
+            notes.append(f"{len(gone)} object(s) removed from git are left in the cluster "
+                         "(prune: false)")
+        version = target.kubectl.version()
+        self._save(ctx, stack, s, target, inventory, desired, changes, prune, notes, destroy,
+                   version)
+        return PlanResult(stack.name, tuple(changes), destroy=destroy, artifact=ctx.work_dir,
+                          tool_version=version, notes=tuple(notes))
+
+    def _save(self, ctx: EngineContext, stack: Stack, s: KubernetesSettings, target: Target,
+              inventory: Inventory, desired: Sequence[Desired], changes: Sequence[Change],
+              prune: Sequence[ObjRef], notes: Sequence[str], destroy: bool, version: str
+              ) -> None:
+        """The plan artifact: exact objects (Secret values only as a salted slow hash)."""
+        objects: list[dict[str, Any]] = []
+        for d in desired:
+            fields = secret_fields(d.body) if is_secret(d.body) else {}
+            objects.append({"ref": d.ref.to_json(), "version": d.version, "source": d.source,
+                            "body": masked(d.body),
+                            "secret_digest": _secret_digest(fields) if fields else None})
+        data = {
+            "format": PLAN_FORMAT, "stack": stack.name, "destroy": destroy,
+            "settings": s.fingerprint(), "tool_version": version,
+            "inventory": {"name": target.inventory_name, "namespace": target.inventory_ns,
+                          "resource_version": inventory.resource_version},
+            "objects": objects,
+            "changes": [{"address": c.address, "action": c.action, "fields": list(c.fields)}
+                        for c in changes],
+            "prune": [r.to_json() for r in prune], "notes": list(notes),
+        }
+        atomic_write(ctx.work_dir / PLAN_FILE, json.dumps(data, indent=1, sort_keys=True),
+                     what="kubernetes plan")
+        atomic_write(ctx.work_dir / MANIFESTS_FILE, dump_yaml([o["body"] for o in objects]),
+                     what="rendered manifests")
+
+    def load_plan(self, stack: Stack, ctx: EngineContext, artifact: Path) -> PlanResult:
+        data = _read_plan(artifact, stack, _settings(stack))
+        changes = tuple(Change(c["address"], c["action"], tuple(c.get("fields", ())))
+                        for c in data["changes"])
+        return PlanResult(stack.name, changes, destroy=bool(data["destroy"]), artifact=artifact,
+                          tool_version=str(data.get("tool_version", "")),
+                          notes=tuple(data.get("notes", ())))
+
+    # -- apply ----------------------------------------------------------------------
+    def apply(self, stack: Stack, ctx: EngineContext, plan: PlanResult) -> ApplyResult:
+        """Apply exactly the planned objects; stop at the first failure."""
+        start = time.monotonic()
+        s = _settings(stack)
+        data = _read_plan(plan.artifact or ctx.work_dir, stack, s)
+        tail: deque[str] = deque(maxlen=40)
+
+        def on_line(line: str) -> None:
+            tail.append(line)
+            ctx.on_line(line)
+
+        target = self._target(stack, ctx, s, on_line)
+        kc = target.kubectl
+        desired = self._planned_objects(stack, ctx, target, data)
+        inventory = kc.read_inventory(target.inventory_name, target.inventory_ns)
+        if inventory.resource_version != data["inventory"]["resource_version"]:
+            raise UserError(f"stack {stack.name!r}: the plan is stale: the stack was applied "
+                            "after this plan was made (its inventory changed); plan again")
+        waiter = Waiter(stack.name, kc.access.client_config_file(), s.context, on_line,
+                        ctx.cancel)
+        first = [d for d in desired if phase_of(d.ref) == 0]
+        rest = [d for d in desired if phase_of(d.ref) == 1]
+        self._apply_batch(kc, first, ctx.force_conflicts)
+        waiter.wait([(d.ref, d.version) for d in first if (d.ref.group, d.ref.kind) == CRD],
+                    s.timeout, "CustomResourceDefinition establishment")
+        recorded = inventory.refs | {d.ref for d in desired}
+        if recorded != inventory.refs:  # record before creating: a failure leaves no orphans
+            kc.write_inventory(target.inventory_name, target.inventory_ns, recorded)
+        self._apply_batch(kc, rest, ctx.force_conflicts)
+        if s.wait:
+            waiter.wait([(d.ref, d.version) for d in rest if waits_for(d.ref)], s.timeout,
+                        "rollout")
+        planned_prune = [ObjRef.from_json(r) for r in data["prune"]]
+        dropped = self._prune(stack, target, planned_prune)
+        final = recorded - dropped
+        if data["destroy"] and not final:
+            kc.run("delete", "configmap", target.inventory_name, "-n", target.inventory_ns,
+                   "--ignore-not-found", what="inventory ConfigMap")
+        elif final != inventory.refs:
+            kc.write_inventory(target.inventory_name, target.inventory_ns, final)
+        return ApplyResult(stack.name, plan.changes, time.monotonic() - start, "\n".join(tail))
+
+    def _planned_objects(self, stack: Stack, ctx: EngineContext, target: Target,
+                         data: Mapping[str, Any]) -> list[Desired]:
+        """The plan's objects, Secret values put back from the checkout (hash-checked)."""
+        desired = [Desired(ObjRef.from_json(o["ref"]), o["version"], o["body"], o["source"])
+                   for o in data["objects"]]
+        digests = {ObjRef.from_json(o["ref"]): o["secret_digest"] for o in data["objects"]
+                   if o.get("secret_digest")}
+        if not digests:
+            return desired
+        current: dict[ObjRef, dict[str, Any]] = {}
+        for m in self._render(stack, ctx):
+            if is_secret(m.body):
+                ref = ObjRef("", "Secret", m.namespace or target.default_ns, m.name)
+                current[ref] = secret_fields(m.body)
+        out: list[Desired] = []
+        for d in desired:
+            if d.ref in digests:
+                fields = current.get(d.ref)
+                if fields is None or not _digest_matches(fields, digests[d.ref]):
+                    raise UserError(f"stack {stack.name!r}: the plan is stale: {d.ref.address} "
+                                    "changed since the plan was made; plan again")
+                body = {**d.body, **fields}
+                target.kubectl.add_secrets(secret_values(body))
+                d = replace(d, body=body)
+            out.append(d)
+        return out
+
+    def _apply_batch(self, kc: Kubectl, items: Sequence[Desired], force: bool) -> None:
+        """Dry-run the whole batch, then apply it: a bad object stops the batch before any
+        change (``kubectl apply`` itself carries on past a failing object)."""
+        if not items:
+            return
+        bodies = [d.body for d in items]
+        try:
+            kc.apply(bodies, force=force, dry_run=True)
+        except ToolError as exc:
+            raise self._blame(exc, items, lambda d: kc.apply(
+                [d.body], force=force, dry_run=True, what=d.ref)) from exc
+        try:
+            kc.apply(bodies, force=force, dry_run=False)
+        except ToolError as exc:
+            raise self._blame(exc, items, lambda d: kc.apply(
+                [d.body], force=force, dry_run=True, what=d.ref)) from exc
+
+    def _prune(self, stack: Stack, target: Target, planned: Sequence[ObjRef]) -> set[ObjRef]:
+        """Delete planned prunes still carrying the label; returns what leaves the inventory."""
+        if not planned:
+            return set()
+        kc = target.kubectl
+        live = self._labelled(stack, target, planned)
+        for ref in sorted(planned, key=sort_key, reverse=True):
+            resource = target.resources.get((ref.group, ref.kind))
+            if ref not in live or resource is None:
+                kc.ctx.on_line(f"{ref.address}: already gone or no longer labelled "
+                               f"{STACK_LABEL}={stack.name}; not deleted")
+                continue
+            kc.delete(ref, resource)
+        return set(planned)
+
+    # -- drift ----------------------------------------------------------------------
+    def drift(self, stack: Stack, ctx: EngineContext) -> DriftResult:
+        """Hand edits (changed), hand deletes (deleted), labelled strays (extra)."""
+        s = _settings(stack)
+        manifests = self._render(stack, ctx)
+        target = self._target(stack, ctx, s)
+        desired = self._desired(stack, s, target, manifests)
+        inventory = target.kubectl.read_inventory(target.inventory_name, target.inventory_ns)
+        compared = self._compare(stack, s, target, desired, force=True)
+        items: list[DriftItem] = []
+        for d in desired:
+            live, fields = compared[d.ref]
+            if live is None:
+                items.append(DriftItem(d.ref.address,
+                                       "deleted" if d.ref in inventory.refs else "config"))
+            elif fields:
+                items.append(DriftItem(d.ref.address, "changed", fields))
+        wanted = {d.ref for d in desired}
+        scope = [*wanted, *inventory.refs]
+        extra = self._labelled(stack, target, scope) - wanted
+        items += [DriftItem(r.address, "extra") for r in sorted(extra, key=sort_key)]
+        return DriftResult(stack.name, tuple(items))
+
+
+# -- helpers -------------------------------------------------------------------------
+
+def _action(live: dict[str, Any] | None, fields: tuple[str, ...]) -> str:
+    if live is None:
+        return "create"
+    return "update" if fields else "no-op"
+
+
+def _read_plan(artifact: Path, stack: Stack, s: KubernetesSettings) -> dict[str, Any]:
+    path = artifact / PLAN_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"stack {stack.name!r}: no Kubernetes plan at {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise UserError(f"stack {stack.name!r}: cannot read the plan {path}: {exc}") from exc
+    if data.get("format") != PLAN_FORMAT or data.get("stack") != stack.name:
+        raise UserError(f"stack {stack.name!r}: {path} is not a plan for this stack "
+                        f"(format {data.get('format')}, stack {data.get('stack')!r})")
+    if data.get("settings") != s.fingerprint():
+        raise UserError(f"stack {stack.name!r}: the plan is stale: the stack's kubernetes "
+                        "settings changed since it was made; plan again")
+    return data
+
+
+def _kubectl_version(text: str) -> tuple[int, int] | None:
+    try:
+        git_version = json.loads(text)["clientVersion"]["gitVersion"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    m = re.match(r"v?(\d+)\.(\d+)", str(git_version))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _parse_diag(exc: ParseError, stack: Stack | None = None) -> Diagnostic:
+    where = exc.path or ""
+    file, _, line = where.rpartition(":")
+    if not line.isdigit():
+        file, line = where, ""
+    if stack is not None and file and "/" not in file:
+        file = display_path(stack.path, file)
+    return Diagnostic("error", exc.message, file=file or None, line=int(line) if line else None)
+
+
+def _tree_root(stack: Stack, ctx: EngineContext) -> Path:
+    """The checkout the stack lives in (``stack_dir`` may be a temporary worktree)."""
+    depth = len([p for p in PurePosixPath(stack.path).parts if p not in (".", "")])
+    root = ctx.stack_dir
+    for _ in range(depth):
+        root = root.parent
+    return root
+
+
+def _relpath(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target, start)
+
+
+def _locate(m: Manifest, wrapper: Path | None, stack: Stack, ctx: EngineContext) -> Manifest:
+    """Point a rendered object at the source file (and document) it came from."""
+    meta = m.body.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(annotations, dict) or ORIGIN_ANNOTATION not in annotations:
+        return m
+    assert isinstance(meta, dict)
+    body = {**m.body, "metadata": {**meta, "annotations": {
+        k: v for k, v in annotations.items() if k != ORIGIN_ANNOTATION}}}
+    if not body["metadata"]["annotations"]:
+        del body["metadata"]["annotations"]
+    try:
+        origin = yaml.safe_load(str(annotations[ORIGIN_ANNOTATION]))
+    except yaml.YAMLError:
+        origin = None
+    rel = (origin or {}).get("path") or (origin or {}).get("configuredIn") \
+        if isinstance(origin, dict) else None
+    if wrapper is None or not isinstance(rel, str):
+        return replace(m, body=body)
+    root = _tree_root(stack, ctx).resolve()
+    source = (wrapper / rel).resolve()
+    try:
+        display = source.relative_to(root).as_posix()
+    except ValueError:
+        return replace(m, body=body)
+    located = replace(m, body=body, file=display, line=None, node=None)
+    if "path" not in origin:
+        return located
+    try:
+        candidates = [c for c in parse_file(source.read_bytes(), display) if c.kind == m.kind]
+    except (OSError, ParseError):
+        return located
+    named = [c for c in candidates if c.name and c.name in m.name]
+    best = max(named, key=lambda c: len(c.name)) if named else (
+        candidates[0] if len(candidates) == 1 else None)
+    return replace(located, line=best.line, node=best.node) if best else located
+
+
+def _factory() -> KubernetesEngine:
+    return KubernetesEngine()
+
+
+ENGINE = EngineSpec(
+    name="kubernetes",
+    parse_settings=parse_settings,
+    factory=_factory,
+    env_names=env_names,
+)

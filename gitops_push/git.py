@@ -1,0 +1,365 @@
+"""Every git question gitops-push asks, answered in one place.
+
+GitPython opens the repository (and translates "not a repository" into a clear
+error); plumbing runs through ``proc.run`` with ``-z`` output so file names with
+spaces, quotes, newlines or leading dashes are handled exactly. User-supplied refs
+are validated and passed after ``--end-of-options`` so they can never act as options.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+from gitops_push import proc
+from gitops_push.errors import GitError, ToolError
+
+ZERO_SHA = re.compile(r"^0+$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|^-|^/|/$|\.lock$|^$")
+MAX_REF_LEN = 1024
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One entry of ``git diff --name-status``: status letter, new path, old path."""
+
+    status: str  # A, M, D, R, C, T
+    path: str
+    old_path: str | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,) if self.old_path is None else (self.old_path, self.path)
+
+
+@dataclass(frozen=True)
+class Entry:
+    mode: str
+    sha: str
+
+
+@dataclass
+class Tree:
+    """All blobs of one commit (``ls-tree -r``), with directory lookups."""
+
+    sha: str
+    entries: dict[str, Entry]
+    _dirs: dict[str, list[str]] | None = field(default=None, repr=False)
+
+    @property
+    def dirs(self) -> dict[str, list[str]]:
+        """Directory -> files directly in it ("." for the root)."""
+        if self._dirs is None:
+            dirs: dict[str, list[str]] = {}
+            for path in self.entries:
+                parent = path.rpartition("/")[0] or "."
+                dirs.setdefault(parent, []).append(path)
+                while parent != ".":
+                    parent = parent.rpartition("/")[0] or "."
+                    if parent in dirs:
+                        break
+                    dirs[parent] = []
+            self._dirs = dirs
+        return self._dirs
+
+    def is_dir(self, path: str) -> bool:
+        return path == "." or path in self.dirs
+
+    def is_file(self, path: str) -> bool:
+        return path in self.entries
+
+    def is_symlink(self, path: str) -> bool:
+        e = self.entries.get(path)
+        return e is not None and e.mode == "120000"
+
+    def files_in(self, path: str) -> list[str]:
+        return self.dirs.get(path, [])
+
+    def files_under(self, path: str) -> list[str]:
+        if path == ".":
+            return list(self.entries)
+        prefix = path + "/"
+        return [p for p in self.entries if p.startswith(prefix)]
+
+
+class Repo:
+    """A git repository on disk. ``environ`` is the process environment (never mutated)."""
+
+    def __init__(self, path: Path | str, environ: Mapping[str, str] | None = None) -> None:
+        import git as gitpython  # GitPython: lazy, it is not needed for --help
+
+        self.environ = dict(os.environ if environ is None else environ)
+        try:
+            self._repo = gitpython.Repo(str(path), search_parent_directories=True)
+        except gitpython.InvalidGitRepositoryError as exc:
+            raise GitError(f"not a git repository: {path} (run inside a clone)") from exc
+        except gitpython.NoSuchPathError as exc:
+            raise GitError(f"no such directory: {path}") from exc
+        if self._repo.bare or self._repo.working_tree_dir is None:
+            raise GitError(f"{path} is a bare repository; run in a working tree")
+        self.root = Path(self._repo.working_tree_dir).resolve()
+        self.git_dir = Path(self._repo.git_dir).resolve()
+        self._trees: dict[str, Tree] = {}
+
+    # -- running git ------------------------------------------------------------------
+    @cached_property
+    def env(self) -> dict[str, str]:
+        env = dict(self.environ)
+        env["GIT_TERMINAL_PROMPT"] = "0"  # never hang waiting for a password in CI
+        env.pop("GIT_DIR", None)
+        env.pop("GIT_WORK_TREE", None)
+        return env
+
+    def run(
+        self,
+        *args: str,
+        check: bool = True,
+        input: bytes | None = None,
+        timeout: float | None = 600,
+        env: Mapping[str, str] | None = None,
+    ) -> proc.Result:
+        return proc.run(
+            ["git", "-c", "core.quotepath=off", *args],
+            env=env or self.env,
+            cwd=self.root,
+            check=check,
+            input=input,
+            timeout=timeout,
+            what="git",
+        )
+
+    def out(self, *args: str) -> str:
+        return self.run(*args).stdout
+
+    # -- refs and commits -------------------------------------------------------------
+    def resolve(self, ref: str, *, what: str = "ref") -> str:
+        """The commit SHA a user-supplied ref names, or a clear GitError."""
+        check_ref_syntax(ref, what)
+        res = self.run(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
+        )
+        if res.returncode != 0 or not res.stdout.strip():
+            if not self.has_commits():
+                raise GitError(f"{what} {ref!r}: the repository has no commits yet")
+            raise GitError(f"{what} {ref!r} does not name a commit in this repository")
+        if "ambiguous" in res.stderr:
+            raise GitError(
+                f"{what} {ref!r} is ambiguous (a branch and a tag share the name?); "
+                "use a full ref such as refs/heads/NAME or a SHA"
+            )
+        return res.stdout.strip()
+
+    def has_commits(self) -> bool:
+        return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
+
+    def head(self) -> str:
+        if not self.has_commits():
+            raise GitError("the repository has no commits yet")
+        return self.out("rev-parse", "HEAD").strip()
+
+    def has_commit(self, sha: str) -> bool:
+        return self.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+    def parents(self, sha: str) -> list[str]:
+        return self.out("rev-list", "--parents", "-n", "1", sha, "--").split()[1:]
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        res = self.run("merge-base", a, b, check=False)
+        return res.stdout.strip() or None if res.returncode == 0 else None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return (
+            self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode
+            == 0
+        )
+
+    def is_shallow(self) -> bool:
+        return self.out("rev-parse", "--is-shallow-repository").strip() == "true"
+
+    def commit_info(self, sha: str) -> dict[str, str]:
+        fmt = "%H%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%s"
+        parts = self.out("show", "-s", f"--format={fmt}", sha, "--").split("\x00")
+        keys = (
+            "sha",
+            "author_name",
+            "author_email",
+            "committer_name",
+            "committer_email",
+            "committed_at",
+            "subject",
+        )
+        return dict(zip(keys, (p.strip() for p in parts), strict=False))
+
+    def current_branch(self) -> str | None:
+        res = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return res.stdout.strip() or None
+
+    def dirty_paths(self) -> list[str]:
+        """Tracked changes and untracked, non-ignored files (``git status``)."""
+        res = self.out("status", "--porcelain=v1", "-z", "--untracked-files=all")
+        out: list[str] = []
+        items = res.split("\x00")
+        i = 0
+        while i < len(items):
+            item = items[i]
+            if not item:
+                i += 1
+                continue
+            out.append(item[3:])
+            if item[0] in "RC":
+                i += 1  # the rename source follows
+            i += 1
+        return out
+
+    def user(self) -> str:
+        reader = self._repo.config_reader()
+        name = reader.get_value("user", "name", default="")
+        email = reader.get_value("user", "email", default="")
+        return f"{name} <{email}>" if email else str(name)
+
+    # -- remotes --------------------------------------------------------------------
+    def has_remote(self, name: str = "origin") -> bool:
+        return name in self.out("remote").split()
+
+    def remote_url(self, name: str = "origin") -> str | None:
+        res = self.run("remote", "get-url", name, check=False)
+        return res.stdout.strip() or None
+
+    def fetch(self, *args: str, remote: str = "origin", timeout: float = 300) -> bool:
+        res = self.run("fetch", "--quiet", "--no-tags", remote, *args, check=False, timeout=timeout)
+        return res.returncode == 0
+
+    # -- trees and diffs --------------------------------------------------------------
+    def diff(self, base: str, head: str) -> list[FileChange]:
+        res = self.out(
+            "diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv", base, head, "--"
+        )
+        return parse_name_status(res)
+
+    def tree(self, sha: str) -> Tree:
+        cached = self._trees.get(sha)
+        if cached is not None:
+            return cached
+        raw = self.out("ls-tree", "-r", "-z", "--full-tree", sha)
+        entries: dict[str, Entry] = {}
+        for item in raw.split("\x00"):
+            if not item:
+                continue
+            meta, _, path = item.partition("\t")
+            mode, kind, obj = meta.split(" ")
+            if kind == "blob":
+                entries[path] = Entry(mode, obj)
+        tree = Tree(sha, entries)
+        self._trees[sha] = tree
+        return tree
+
+    def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """Contents of many blobs in one ``cat-file --batch`` call."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        res = proc.run(
+            ["git", "cat-file", "--batch"],
+            env=self.env,
+            cwd=self.root,
+            input=("\n".join(wanted) + "\n").encode(),
+            what="git",
+            keep_bytes=True,
+        )
+        data = res.stdout_bytes
+        out: dict[str, bytes] = {}
+        pos = 0
+        for sha in wanted:
+            nl = data.index(b"\n", pos)
+            header = data[pos:nl].split()
+            pos = nl + 1
+            if len(header) < 3 or header[1] == b"missing":
+                continue
+            size = int(header[2])
+            out[sha] = data[pos : pos + size]
+            pos += size + 1
+        return out
+
+    def grep_files(self, sha: str, pattern: str, pathspecs: Sequence[str]) -> list[str]:
+        """Paths at ``sha`` whose content matches the extended regex ``pattern``."""
+        res = self.run(
+            "grep", "-l", "-z", "-I", "-E", "-e", pattern, sha, "--", *pathspecs, check=False
+        )
+        if res.returncode not in (0, 1):
+            raise ToolError(
+                "git grep failed",
+                command=res.command,
+                returncode=res.returncode,
+                output_tail=res.tail,
+            )
+        prefix = sha + ":"
+        return [
+            p[len(prefix) :] if p.startswith(prefix) else p for p in res.stdout.split("\x00") if p
+        ]
+
+    # -- worktrees --------------------------------------------------------------------
+    def add_worktree(self, path: Path, sha: str) -> None:
+        self.run("worktree", "add", "--detach", "--force", str(path), sha)
+
+    def remove_worktree(self, path: Path) -> None:
+        self.run("worktree", "remove", "--force", str(path), check=False)
+        self.run("worktree", "prune", check=False)
+
+
+def check_ref_syntax(ref: str, what: str = "ref") -> None:
+    """Reject refs that could act as options or hide control characters."""
+    if not ref or len(ref) > MAX_REF_LEN:
+        raise GitError(f"{what} must be a non-empty ref or SHA of at most {MAX_REF_LEN} chars")
+    if ref.startswith("-"):
+        raise GitError(f"{what} {ref!r} looks like an option; refs may not start with '-'")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in ref):
+        raise GitError(f"{what} contains control characters (newline?): {ref!r}")
+    # allow plain names and the common NAME~N / NAME^ forms; reject the rest of git's syntax
+    if (
+        ref != "HEAD"
+        and not SHA_RE.match(ref)
+        and _BAD_REF.search(ref)
+        and not re.fullmatch(r"[A-Za-z0-9._/\-]+(~\d*|\^\d*)*", ref)
+    ):
+        raise GitError(f"{what} {ref!r} is not a valid ref name or SHA")
+
+
+def parse_name_status(raw: str) -> list[FileChange]:
+    items = raw.split("\x00")
+    out: list[FileChange] = []
+    i = 0
+    while i < len(items):
+        status = items[i]
+        if not status:
+            i += 1
+            continue
+        letter = status[0]
+        if letter in "RC":
+            out.append(FileChange(letter, items[i + 2], items[i + 1]))
+            i += 3
+        else:
+            out.append(FileChange(letter, items[i + 1]))
+            i += 2
+    return out
+
+
+def resolve_in_tree(base_dir: str, target: str) -> str | None:
+    """Normalise ``base_dir/target`` (POSIX), or None if it leaves the repository."""
+    if target.startswith("/"):
+        return None
+    parts: list[str] = [] if base_dir in ("", ".") else base_dir.split("/")
+    for part in PurePosixPath(target).parts:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts) or "."

@@ -1,0 +1,144 @@
+"""Running stacks: dependency waves, parallel workers, failure propagation.
+
+The runner knows nothing about plan vs apply: it runs a task per stack, wave by wave,
+``parallel`` at a time, and turns a failed stack into ``skipped: dependency failed``
+for every stack that depends on it. Progress goes to a ``Reporter``; results are data.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from gitops_push.changes import StackChange
+from gitops_push.engines.base import ApplyResult, DriftResult, LintResult, PlanResult
+from gitops_push.errors import GitopsPushError, ToolError
+
+SUCCESS_RESULTS = frozenset({"applied", "no-changes", "planned", "clean", "fixed", "destroyed"})
+
+
+@dataclass(frozen=True)
+class StackOutcome:
+    """What happened to one stack. ``result`` is one word; ``message`` says why."""
+
+    name: str
+    type: str
+    path: str
+    wave: int
+    status: str  # from change detection: changed | removed | selected
+    result: str  # planned | no-changes | applied | destroyed | clean | drifted | fixed |
+    #              failed | lint-failed | skipped | refused | interrupted
+    message: str = ""
+    error: str | None = None
+    duration: float = 0.0
+    lint: LintResult | None = None
+    plan: PlanResult | None = None
+    apply: ApplyResult | None = None
+    drift: DriftResult | None = None
+    verify: DriftResult | None = None  # the drift check right after an apply
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result in SUCCESS_RESULTS
+
+
+class Reporter(Protocol):
+    """Where progress goes (output.py implements it for terminals and CI logs)."""
+
+    def stack_started(self, name: str) -> None: ...
+    def stack_step(self, name: str, step: str) -> None: ...
+    def stack_line(self, name: str, line: str) -> None: ...
+    def stack_finished(self, outcome: StackOutcome) -> None: ...
+    def warn(self, text: str) -> None: ...
+
+
+class NullReporter:
+    def stack_started(self, name: str) -> None:
+        pass
+
+    def stack_step(self, name: str, step: str) -> None:
+        pass
+
+    def stack_line(self, name: str, line: str) -> None:
+        pass
+
+    def stack_finished(self, outcome: StackOutcome) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
+
+
+Task = Callable[[StackChange], StackOutcome]
+
+
+def default_parallel() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def base_outcome(change: StackChange, result: str, message: str = "", **kw: Any
+                 ) -> StackOutcome:
+    s = change.stack
+    return StackOutcome(name=s.name, type=s.type, path=s.path, wave=change.wave,
+                        status=change.status, result=result, message=message, **kw)
+
+
+def guarded(task: Task, change: StackChange, cancel: threading.Event) -> StackOutcome:
+    """Run a task; any error becomes a failed outcome carrying the message (never a crash)."""
+    start = time.monotonic()
+    if cancel.is_set():
+        return base_outcome(change, "interrupted", "run interrupted before this stack started")
+    try:
+        outcome = task(change)
+    except ToolError as exc:
+        result = "interrupted" if cancel.is_set() else "failed"
+        outcome = base_outcome(change, result, exc.message, error=str(exc))
+    except GitopsPushError as exc:
+        outcome = base_outcome(change, "failed", exc.message, error=str(exc))
+    except Exception as exc:  # a bug in an engine must not take the other stacks down
+        outcome = base_outcome(change, "failed", f"internal error: {type(exc).__name__}: {exc}",
+                               error=f"internal error: {type(exc).__name__}: {exc}")
+    return replace(outcome, duration=time.monotonic() - start)
+
+
+def run_waves(changes: Sequence[StackChange], task: Task, *, parallel: int,
+              reporter: Reporter, cancel: threading.Event,
+              depends: Callable[[str], set[str]]) -> list[StackOutcome]:
+    """Run ``task`` per stack, wave by wave; dependents of failures are skipped."""
+    outcomes: dict[str, StackOutcome] = {}
+    waves: dict[int, list[StackChange]] = {}
+    for c in changes:
+        waves.setdefault(c.wave, []).append(c)
+    with ThreadPoolExecutor(max_workers=max(1, parallel),
+                            thread_name_prefix="gitops-push") as pool:
+        for wave in sorted(waves):
+            futures: dict[str, Future[StackOutcome]] = {}
+            for c in waves[wave]:
+                failed_deps = sorted(
+                    d for d in depends(c.stack.name)
+                    if d in outcomes and not outcomes[d].ok
+                )
+                if failed_deps:
+                    out = base_outcome(c, "skipped",
+                                       f"skipped: dependency failed ({', '.join(failed_deps)})")
+                    outcomes[c.stack.name] = out
+                    reporter.stack_finished(out)
+                    continue
+                if cancel.is_set():
+                    out = base_outcome(c, "interrupted", "run interrupted before this stack")
+                    outcomes[c.stack.name] = out
+                    reporter.stack_finished(out)
+                    continue
+                reporter.stack_started(c.stack.name)
+                futures[c.stack.name] = pool.submit(guarded, task, c, cancel)
+            for name, fut in futures.items():
+                out = fut.result()
+                outcomes[name] = out
+                reporter.stack_finished(out)
+    return [outcomes[c.stack.name] for c in changes]

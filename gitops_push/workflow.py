@@ -1,0 +1,435 @@
+"""The deploy workflow: ``plan``, ``apply`` and ``drift`` across stacks.
+
+Composes change detection, engines, the runner, saved plans, locks and the audit
+trail. Returns a ``RunReport`` (data); the CLI prints it and takes the exit code.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gitops_push import changes, engines, plans, proc
+from gitops_push import ci as ci_env
+from gitops_push.changes import ChangeSet, Range, StackChange
+from gitops_push.config import Config, Stack
+from gitops_push.discovery import resolve_stacks
+from gitops_push.engines.base import Engine, EngineContext, PlanResult
+from gitops_push.errors import ExitCode, GitopsPushError, UserError
+from gitops_push.git import Repo
+from gitops_push.runner import (
+    NullReporter,
+    Reporter,
+    StackOutcome,
+    base_outcome,
+    default_parallel,
+    run_waves,
+)
+
+DEPLOY_COMMANDS = ("apply", "rollback", "drift")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    command: str  # plan | apply | drift
+    base: str | None = None
+    head: str | None = None
+    all_stacks: bool = False
+    stacks: tuple[str, ...] = ()
+    plan_dir: Path | None = None
+    parallel: int | None = None
+    detailed_exitcode: bool = False
+    allow_branch: bool = False
+    allow_destroy: bool = False
+    force_conflicts: bool = False
+    lock_timeout: float = 600.0
+    fix: bool = False
+    flags: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    command: str
+    run_id: str
+    head: str
+    base: str | None
+    base_source: str
+    outcomes: list[StackOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    audit: dict[str, Any] | None = None
+    exit_code: int = ExitCode.OK
+    interrupted: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.exit_code in (ExitCode.OK, ExitCode.CHANGES_PENDING, ExitCode.DRIFT_DETECTED):
+            return "success"
+        if any(o.ok for o in self.outcomes):
+            return "partial"
+        return "error"
+
+
+@dataclass
+class Session:
+    """Per-run state shared by the stack tasks."""
+
+    repo: Repo
+    config: Config
+    environ: Mapping[str, str]
+    options: RunOptions
+    run_id: str
+    head: str
+    reporter: Reporter
+    cancel: threading.Event
+    work_root: Path
+    engines: dict[str, Engine] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def engine(self, stack: Stack) -> Engine:
+        with self._lock:
+            if stack.type not in self.engines:
+                self.engines[stack.type] = engines.spec(stack.type).factory()
+            return self.engines[stack.type]
+
+
+# -- environment per stack and phase ---------------------------------------------------
+def phase_env(stack: Stack, phase: str, environ: Mapping[str, str]) -> tuple[dict[str, str],
+                                                                             tuple[str, ...]]:
+    """The filtered environment for one stack and phase, plus the values to redact.
+
+    Base variables (PATH, HOME, locale, proxies), the names the engine settings pass
+    through, and the stack's credentials for *this* phase only.
+    """
+    names = engines.spec(stack.type).env_names(stack.settings)
+    env = proc.filtered_env(environ, names)
+    secrets = [environ[n] for n in names if n in environ]
+    creds = stack.credentials.get(phase)
+    if creds is not None:
+        for target, source in creds.env.items():
+            if source in environ:
+                env[target] = environ[source]
+                secrets.append(environ[source])
+    for key in (ci_env.ENV_TERRAFORM_BIN,):
+        if key in environ:
+            env[key] = environ[key]
+    return env, tuple(s for s in secrets if len(s) >= 4)
+
+
+def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | None = None
+             ) -> EngineContext:
+    env, secrets = phase_env(stack, phase, session.environ)
+    work = (session.options.plan_dir or session.work_root) / stack.name
+    work.mkdir(parents=True, exist_ok=True)
+    cache = session.environ.get(ci_env.ENV_PLUGIN_CACHE) or str(
+        Path(session.environ.get("XDG_CACHE_HOME")
+             or Path(session.environ.get("HOME", str(session.work_root))) / ".cache")
+        / "gitops-push" / "terraform-plugins"
+    )
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    name = stack.name
+    return EngineContext(
+        repo_root=session.repo.root,
+        stack_dir=stack_dir or session.repo.root / stack.path,
+        env=env,
+        phase=phase,
+        work_dir=work,
+        secrets=secrets,
+        on_line=lambda line: session.reporter.stack_line(name, line),
+        cancel=session.cancel,
+        force_conflicts=session.options.force_conflicts,
+        extra={"plugin_cache_dir": cache, "run_id": session.run_id},
+    )
+
+
+@contextmanager
+def base_worktree(session: Session, change: StackChange, base: str | None
+                  ) -> Iterator[Path | None]:
+    """A removed stack is planned against its configuration at the base commit."""
+    if change.status != "removed" or base is None:
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="gitops-push-base-"))
+    wt = path / "wt"
+    session.repo.add_worktree(wt, base)
+    try:
+        yield wt / change.stack.path
+    finally:
+        session.repo.remove_worktree(wt)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- selection --------------------------------------------------------------------------
+def select(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str]
+           ) -> ChangeSet:
+    """The stacks to run: changed ones, ``--all``, or the named ``--stack``s."""
+    cs = changes.changed(repo, config, base=opts.base, head=opts.head, environ=environ,
+                         all_stacks=opts.all_stacks or bool(opts.stacks))
+    if opts.stacks:
+        known = {c.stack.name for c in cs.stacks}
+        unknown = [s for s in opts.stacks if s not in known]
+        if unknown:
+            raise UserError(f"--stack: unknown stack(s): {', '.join(unknown)}; known: "
+                            f"{', '.join(sorted(known)) or '(none)'}")
+        wanted = [c for c in cs.stacks if c.stack.name in opts.stacks]
+        picked = [replace(c, note="--stack") for c in wanted]
+        cs = ChangeSet(cs.range, tuple(changes.order(picked, list(cs.all_stacks))), cs.all_stacks)
+    return cs
+
+
+def depends_fn(stacks: tuple[Stack, ...]) -> Any:
+    by_name = {s.name: s for s in stacks}
+
+    def depends(name: str) -> set[str]:
+        out: set[str] = set()
+        todo = list(by_name[name].depends_on) if name in by_name else []
+        while todo:
+            d = todo.pop()
+            if d not in out:
+                out.add(d)
+                todo.extend(by_name[d].depends_on if d in by_name else ())
+        return out
+
+    return depends
+
+
+def check_engines(session: Session, stacks: list[Stack]) -> None:
+    by_type: dict[str, list[Stack]] = {}
+    for s in stacks:
+        by_type.setdefault(s.type, []).append(s)
+    for _type, group in sorted(by_type.items()):
+        env, _ = phase_env(group[0], session.options.command, session.environ)
+        session.engine(group[0]).check(group, env)
+
+
+# -- what to apply: per-stack base from the audit trail -----------------------------------
+def deployed_commits(records: list[dict[str, Any]]) -> dict[str, str]:
+    """stack -> head SHA of its last successful deployment, from the trail."""
+    out: dict[str, str] = {}
+    for rec in records:
+        if rec.get("phase") != "finished" or rec.get("command") not in DEPLOY_COMMANDS:
+            continue
+        for st in rec.get("stacks") or []:
+            if isinstance(st, dict) and st.get("deployed") and isinstance(rec.get("head"), str):
+                out[str(st.get("name"))] = str(rec["head"])
+    return out
+
+
+def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+                     records: list[dict[str, Any]]) -> tuple[ChangeSet, list[StackOutcome],
+                                                             list[str]]:
+    """Changed stacks, each against its own last successful deployment.
+
+    A failed pipeline is retried by the next one (its base stays the last success); a
+    stack never deployed counts as changed; a stack already deployed from a commit that
+    contains HEAD (a newer pipeline finished first) is skipped, never rolled back.
+    """
+    if opts.base is not None or opts.all_stacks or opts.stacks:
+        return select(repo, config, opts, environ), [], []
+    head = repo.resolve("HEAD")
+    stacks = resolve_stacks(config, repo, repo.tree(head))
+    deployed = deployed_commits(records)
+    warnings: list[str] = []
+    stale: list[StackOutcome] = []
+    picked: dict[str, StackChange] = {}
+    by_base: dict[str, list[Stack]] = {}
+    for s in stacks:
+        sha = deployed.get(s.name)
+        if sha is None:
+            picked[s.name] = StackChange(s, "changed", note="first deployment (not in the audit "
+                                                            "trail)")
+        else:
+            by_base.setdefault(sha, []).append(s)
+    for sha, group in by_base.items():
+        if sha == head:
+            continue
+        if not changes.ensure_commit(repo, sha):
+            warnings.append(f"last deployed commit {sha[:12]} is not available locally: "
+                            f"treating {', '.join(s.name for s in group)} as changed")
+            for s in group:
+                picked[s.name] = StackChange(s, "changed", note="deployed commit unavailable")
+            continue
+        if repo.is_ancestor(head, sha):
+            for s in group:
+                stale.append(StackOutcome(
+                    name=s.name, type=s.type, path=s.path, wave=0, status="stale",
+                    result="skipped",
+                    message=f"skipped: already deployed from newer commit {sha[:12]} (this "
+                            "pipeline is older; it never rolls a stack back)"))
+            continue
+        cs = changes.compute(repo, config, Range(sha, head, "audit"))
+        names = {s.name for s in group}
+        for c in cs.stacks:
+            if c.stack.name in names and c.stack.name not in picked:
+                picked[c.stack.name] = c
+    # stacks deployed before and now gone: removed
+    head_names = {s.name for s in stacks}
+    for name, sha in deployed.items():
+        if name in head_names or name in picked or not repo.has_commit(sha):
+            continue
+        cs = changes.compute(repo, config, Range(sha, head, "audit"))
+        for c in cs.stacks:
+            if c.status == "removed" and c.stack.name == name:
+                picked[name] = c
+    ordered = changes.order([c for c in picked.values() if c.status != "removed"], stacks,
+                            [c for c in picked.values() if c.status == "removed"])
+    rng = Range(None, head, "audit-trail", tuple(warnings))
+    return ChangeSet(rng, tuple(ordered), tuple(stacks)), stale, warnings
+
+
+# -- plan ---------------------------------------------------------------------------------
+def plan_task(session: Session, base: str | None) -> Any:
+    opts = session.options
+
+    def task(change: StackChange) -> StackOutcome:
+        stack = change.stack
+        engine = session.engine(stack)
+        with base_worktree(session, change, base) as old_dir:
+            ctx = make_ctx(session, stack, "plan", stack_dir=old_dir)
+            session.reporter.stack_step(stack.name, "lint")
+            lint = engine.lint(stack, ctx)
+            if not lint.ok:
+                return base_outcome(change, "lint-failed", _lint_message(lint), lint=lint,
+                                    error=_lint_message(lint))
+            session.reporter.stack_step(stack.name, "plan")
+            plan = engine.plan(stack, ctx, destroy=change.status == "removed")
+        if opts.plan_dir is not None:
+            fhash = (plans.files_hash(session.repo, base, stack) if change.status == "removed"
+                     and base else plans.files_hash(session.repo, session.head, stack))
+            plans.write(opts.plan_dir, plans.PlanMeta(
+                stack=stack.name, type=stack.type, commit=session.head, files_hash=fhash,
+                tool_version=plan.tool_version, created_at=plans.now(),
+                destroy=plan.destroy, has_changes=plan.has_changes))
+        result = "planned" if plan.has_changes else "no-changes"
+        return base_outcome(change, result, _plan_message(plan), lint=lint, plan=plan)
+
+    return task
+
+
+def _lint_message(lint: Any) -> str:
+    errors = [str(d) for d in lint.diagnostics if d.severity == "error"]
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "lint failed: " + "; ".join(errors[:3]) + more
+
+
+def _plan_message(plan: PlanResult) -> str:
+    c = plan.counts
+    if plan.destroy:
+        return f"destroy: {c.destroy} to destroy"
+    if not plan.has_changes:
+        return "no changes"
+    return f"{c.add} to add, {c.change} to change, {c.replace} to replace, {c.destroy} to destroy"
+
+
+def new_session(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+                reporter: Reporter | None, cancel: threading.Event | None, head: str,
+                work_root: Path) -> Session:
+    from gitops_push.audit import new_run_id
+
+    run_id = environ.get(ci_env.ENV_RUN_ID) or new_run_id()
+    return Session(repo=repo, config=config, environ=environ, options=opts,
+                   run_id=ci_env.clean(run_id, 80) or new_run_id(), head=head,
+                   reporter=reporter or NullReporter(), cancel=cancel or threading.Event(),
+                   work_root=work_root)
+
+
+def plan_selection(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str]
+                   ) -> tuple[ChangeSet, list[StackOutcome], list[str]]:
+    """On the default branch, plan what ``apply`` would apply (audit-trail bases);
+    elsewhere (a merge request, a laptop branch), the changes against the base."""
+    explicit = opts.base is not None or opts.head is not None or opts.all_stacks or opts.stacks
+    if not explicit:
+        ctx = ci_env.detect(environ)
+        default = changes.default_branch(repo, config, ctx)
+        is_mr = ctx.base_kind == "pr-base"
+        if default is not None and not is_mr and repo.current_branch() == default:
+            from gitops_push.audit import Trail
+
+            records = Trail(repo, config.audit, environ=environ).records()
+            return select_for_apply(repo, config, opts, environ, records)
+    return select(repo, config, opts, environ), [], []
+
+
+def plan(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+         reporter: Reporter | None = None, cancel: threading.Event | None = None) -> RunReport:
+    cs, stale, sel_warnings = plan_selection(repo, config, opts, environ)
+    with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
+        session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
+                              Path(tmp))
+        report = RunReport("plan", session.run_id, cs.range.head, cs.range.base,
+                           cs.range.source, warnings=[*cs.range.warnings, *sel_warnings],
+                           outcomes=list(stale))
+        if not cs.stacks:
+            report.notes.append("no stack changed")
+            return report
+        if opts.plan_dir is not None:
+            opts.plan_dir.mkdir(parents=True, exist_ok=True)
+        check_engines(session, [c.stack for c in cs.stacks])
+        report.outcomes = stale + run_waves(cs.stacks, plan_task(session, cs.range.base),
+                                    parallel=opts.parallel or default_parallel(),
+                                    reporter=session.reporter, cancel=session.cancel,
+                                    depends=depends_fn(cs.all_stacks))
+    report.interrupted = session.cancel.is_set()
+    report.exit_code = plan_exit_code(report, opts)
+    return report
+
+
+def lint(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+         reporter: Reporter | None = None, cancel: threading.Event | None = None) -> RunReport:
+    """Offline checks only (formatting, validation, schemas): no credentials, no cluster."""
+    cs = select(repo, config, opts, environ)
+    with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
+        session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
+                              Path(tmp))
+        report = RunReport("lint", session.run_id, cs.range.head, cs.range.base,
+                           cs.range.source, warnings=list(cs.range.warnings))
+        if not cs.stacks:
+            report.notes.append("no stack changed")
+            return report
+        check_engines(session, [c.stack for c in cs.stacks if c.status != "removed"])
+
+        def task(change: StackChange) -> StackOutcome:
+            if change.status == "removed":
+                return base_outcome(change, "skipped", "removed from git: nothing to lint")
+            ctx = make_ctx(session, change.stack, "plan")
+            session.reporter.stack_step(change.stack.name, "lint")
+            result = session.engine(change.stack).lint(change.stack, ctx)
+            if not result.ok:
+                return base_outcome(change, "lint-failed", _lint_message(result), lint=result,
+                                    error=_lint_message(result))
+            warnings = sum(d.severity == "warning" for d in result.diagnostics)
+            return base_outcome(change, "clean", f"lint ok ({warnings} warning(s))" if warnings
+                                else "lint ok", lint=result)
+
+        report.outcomes = run_waves(cs.stacks, task, parallel=opts.parallel or default_parallel(),
+                                    reporter=session.reporter, cancel=session.cancel,
+                                    depends=lambda name: set())
+    report.interrupted = session.cancel.is_set()
+    report.exit_code = plan_exit_code(report, opts)
+    return report
+
+
+def plan_exit_code(report: RunReport, opts: RunOptions) -> int:
+    if report.interrupted:
+        return ExitCode.TERMINATED
+    if any(not o.ok and o.status != "stale" for o in report.outcomes):
+        return ExitCode.FAILED
+    if opts.detailed_exitcode and any(o.result == "planned" for o in report.outcomes):
+        return ExitCode.CHANGES_PENDING
+    return ExitCode.OK
+
+
+__all__ = [
+    "GitopsPushError",
+    "Range",
+    "RunOptions",
+    "RunReport",
+    "plan",
+    "resolve_stacks",
+]

@@ -1,0 +1,183 @@
+"""Shared fixtures: isolated git identity and home, real repositories with a bare origin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest_plugins: list[str] = []
+
+REAL_HOME = Path(os.path.expanduser("~"))
+
+
+def _home_snapshot() -> dict[str, float]:
+    try:
+        return {p.name: p.stat().st_mtime for p in REAL_HOME.iterdir()}
+    except OSError:
+        return {}
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[Path]:
+    """Every test gets its own HOME and git identity; writing to the real home fails it."""
+    home = tmp_path_factory.mktemp("home")
+    gitconfig = home / ".gitconfig"
+    gitconfig.write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+    for key in list(os.environ):
+        if key.startswith(("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_")) or key in (
+            "CI", "GIT_DIR", "GIT_WORK_TREE", "KUBECONFIG", "TF_DATA_DIR",
+        ):
+            if key != "GITOPS_PUSH_TEST_KUBECONFIG":
+                monkeypatch.delenv(key, raising=False)
+    env = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "GIT_CONFIG_GLOBAL": str(gitconfig),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Ada Author",
+        "GIT_AUTHOR_EMAIL": "ada@example.com",
+        "GIT_COMMITTER_NAME": "Carl Committer",
+        "GIT_COMMITTER_EMAIL": "carl@example.com",
+        "NO_COLOR": "1",
+        "COLUMNS": "100",
+        "TF_IN_AUTOMATION": "1",
+        "CHECKPOINT_DISABLE": "1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    before = _home_snapshot()
+    yield home
+    after = _home_snapshot()
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    assert not changed, f"test wrote to the real home directory: {changed}"
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> str:
+    res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {res.stderr}")
+    return res.stdout.strip()
+
+
+@dataclass
+class GitRepo:
+    """A working clone with a bare ``origin`` beside it."""
+
+    path: Path
+    origin: Path
+
+    def write(self, files: Mapping[str, str | bytes | None]) -> None:
+        """Write (str/bytes) or delete (None) files relative to the repo root."""
+        for rel, content in files.items():
+            p = self.path / rel
+            if content is None:
+                if p.is_dir():
+                    import shutil
+
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                continue
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                p.write_bytes(content)
+            else:
+                p.write_text(content)
+
+    def commit(self, message: str = "change", files: Mapping[str, str | bytes | None] | None = None,
+               push: bool = False) -> str:
+        if files:
+            self.write(files)
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        if push:
+            self.push()
+        return self.head()
+
+    def push(self, *refs: str) -> None:
+        git(self.path, "push", "-q", "origin", *(refs or ("HEAD",)))
+
+    def head(self) -> str:
+        return git(self.path, "rev-parse", "HEAD")
+
+    def git(self, *args: str, check: bool = True) -> str:
+        return git(self.path, *args, check=check)
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> Iterator[Callable[..., GitRepo]]:
+    counter = {"n": 0}
+
+    def factory(files: Mapping[str, str | bytes | None] | None = None, *, name: str = "repo",
+                commit: bool = True) -> GitRepo:
+        counter["n"] += 1
+        base = tmp_path / f"{name}{counter['n']}"
+        origin = base.with_name(base.name + "-origin.git")
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+        subprocess.run(["git", "init", "-q", "-b", "main", str(base)], check=True)
+        git(base, "remote", "add", "origin", str(origin))
+        repo = GitRepo(base, origin)
+        if files is not None:
+            repo.write(files)
+        if commit and files is not None:
+            repo.commit("initial", push=True)
+            git(base, "branch", "--set-upstream-to=origin/main", "main")
+            git(base, "remote", "set-head", "origin", "main")
+        return repo
+
+    yield factory
+
+
+@pytest.fixture
+def repo(make_repo: Callable[..., GitRepo]) -> GitRepo:
+    """A small repo: two Terraform stacks sharing a module, and a kustomize overlay."""
+    return make_repo(EXAMPLE_FILES)
+
+
+EXAMPLE_FILES: dict[str, str] = {
+    "gitops-push.yaml": (
+        "version: 1\n"
+        "stacks:\n"
+        "  - name: network\n"
+        "    path: infra/network\n"
+        "    type: terraform\n"
+        "  - name: app\n"
+        "    path: infra/app\n"
+        "    type: terraform\n"
+        "    depends_on: [network]\n"
+        "  - name: web\n"
+        "    path: k8s/overlays/prod\n"
+        "    type: kubernetes\n"
+        "    depends_on: [app]\n"
+        "    watch: [\"shared/web/*.env\"]\n"
+    ),
+    "infra/network/main.tf": 'resource "terraform_data" "net" {\n  input = "10.0.0.0/16"\n}\n',
+    "infra/app/main.tf": (
+        'module "svc" {\n  source = "../../modules/svc"\n}\n\n'
+        'locals {\n  policy = file("${path.module}/../../shared/policy.json")\n}\n'
+    ),
+    "modules/svc/main.tf": 'module "inner" {\n  source = "./inner"\n}\n',
+    "modules/svc/inner/main.tf": 'resource "terraform_data" "x" {}\n',
+    "shared/policy.json": "{}\n",
+    "shared/web/app.env": "A=1\n",
+    "k8s/base/kustomization.yaml": "resources:\n  - deploy.yaml\n",
+    "k8s/base/deploy.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  a: '1'\n"
+    ),
+    "k8s/overlays/prod/kustomization.yaml": "resources:\n  - ../../base\nnamePrefix: prod-\n",
+    "README.md": "hello\n",
+}
+
+
+def load_json(text: str) -> dict[str, object]:
+    data = json.loads(text)
+    assert isinstance(data, dict)
+    return data

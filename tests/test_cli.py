@@ -1,0 +1,140 @@
+"""The command line: help, version, env-var flags, the JSON envelope and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from conftest import EXAMPLE_FILES, GitRepo
+
+from gitops_push import __version__, cli
+from gitops_push.errors import DOCUMENTED_EXIT_CODES, ExitCode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def invoke(repo: GitRepo | None, *args: str, env: dict[str, str] | None = None
+           ) -> tuple[int, str, str]:
+    """Run the CLI in-process like main() does: (exit code, stdout, stderr)."""
+    runner = CliRunner()
+    argv = [*(["-C", str(repo.path)] if repo else []), *args]
+    result = runner.invoke(_entry, argv, env={"NO_COLOR": "1", "COLUMNS": "100", **(env or {})},
+                           catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def _entry(ctx: click.Context) -> None:
+    ctx.exit(cli.run(list(ctx.args)))
+
+
+def all_commands() -> list[list[str]]:
+    out: list[list[str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+        else:
+            out.append(path)
+
+    walk(cli.cli, [])
+    return out
+
+
+def test_version() -> None:
+    code, out, _ = invoke(None, "--version")
+    assert code == 0 and __version__ in out
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
+def test_every_command_has_help_with_examples(command: list[str]) -> None:
+    code, out, _ = invoke(None, *command, "--help")
+    assert code == 0
+    assert "Examples:" in out and "gitops-push " + command[0] in out
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = ("import sys; from gitops_push.cli import main\n"
+            "sys.argv = ['gitops-push', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in sys.modules if m.startswith(('kubernetes', 'rich.table', "
+            "'rich.live', 'git', 'yaml'))]\n"
+            "print('HEAVY', heavy)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "HEAVY []" in res.stdout
+
+
+def test_changed_json_envelope_keys_are_pinned(repo: GitRepo) -> None:
+    base = repo.head()
+    repo.commit("x", {"infra/network/x.tf": "#\n"})
+    code, out, _ = invoke(repo, "changed", "--base", base, "--output", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert sorted(doc) == ["command", "data", "errors", "exit_code", "schema_version", "status",
+                           "warnings"]
+    assert doc["schema_version"] == 1 and doc["status"] == "success"
+    stack = doc["data"]["stacks"][0]
+    assert {"name", "path", "type", "status", "wave", "files"} <= set(stack)
+    assert (stack["name"], stack["status"], stack["wave"]) == ("network", "changed", 1)
+
+
+def test_flags_come_from_environment_variables(repo: GitRepo) -> None:
+    base = repo.head()
+    repo.commit("x", {"infra/app/x.tf": "#\n"})
+    code, out, _ = invoke(repo, "changed", env={"GITOPS_PUSH_BASE": base,
+                                                "GITOPS_PUSH_OUTPUT": "json"})
+    assert code == 0
+    assert [s["name"] for s in json.loads(out)["data"]["stacks"]] == ["app"]
+
+
+def test_a_config_error_exits_2_with_file_line_and_a_json_error(repo: GitRepo) -> None:
+    repo.commit("bad", {"gitops-push.yaml": "version: 1\nstacks:\n  - name: x\n    pth: a\n"})
+    code, out, err = invoke(repo, "changed", "--output", "json")
+    assert code == ExitCode.USAGE
+    doc = json.loads(out)
+    assert doc["status"] == "error" and doc["exit_code"] == 2
+    assert doc["errors"][0]["path"] == "gitops-push.yaml:4"
+    assert "gitops-push.yaml:4" in err and "Traceback" not in err
+
+
+def test_a_bad_flag_is_a_usage_error(repo: GitRepo) -> None:
+    code, _, err = invoke(repo, "changed", "--output", "xml")
+    assert code == ExitCode.USAGE and "xml" in err
+
+
+def test_outside_a_repository_the_error_says_so(tmp_path: Path) -> None:
+    code, _, err = invoke(None, "-C", str(tmp_path), "changed")
+    assert code == ExitCode.USAGE and "not a git repository" in err
+
+
+def test_hostile_names_are_printed_literally(make_repo: Callable[..., GitRepo]) -> None:
+    r = make_repo({**EXAMPLE_FILES})
+    base = r.head()
+    name = "infra/network/[bold red]x[/] $(id) \x1b[31mred.tf"
+    r.commit("odd", {name: "#\n"})
+    code, out, _ = invoke(r, "changed", "--base", base)
+    assert code == 0
+    assert "[bold red]x[/]" in out and "$(id)" in out
+    assert "\x1b" not in out and "\\x1b[31mred" in out
+
+
+def test_exit_codes_are_documented() -> None:
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    for code in ExitCode:
+        assert f"| {int(code)} | `{code.name}` |" in doc
+    assert set(DOCUMENTED_EXIT_CODES) == {int(c) for c in ExitCode}
+
+
+def test_cli_reference_is_current() -> None:
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_cli_docs.py"), "--check"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, "docs/cli.md is stale: run scripts/gen_cli_docs.py"

