@@ -37,7 +37,6 @@ from gitops_push.errors import (
     AuditError,
     AuditInvalid,
     ConfigError,
-    ExitCode,
     GitopsPushError,
     ToolError,
     UserError,
@@ -219,11 +218,14 @@ def hash_object(repo: Repo, data: bytes) -> str:
     return repo.run("hash-object", "-w", "--stdin", input=data).stdout.strip()
 
 
-def commit_tree(repo: Repo, tree: str, parents: Sequence[str], message: str) -> str:
+def commit_tree(repo: Repo, tree: str, parents: Sequence[str], message: str,
+                env: Mapping[str, str] | None = None) -> str:
+    """A commit object (not on any ref); ``env`` defaults to ``ident_env(repo)``."""
     args = ["commit-tree", tree]
     for p in parents:
         args += ["-p", p]
-    return repo.run(*args, "-F", "-", input=message.encode(), env=ident_env(repo)).stdout.strip()
+    return repo.run(*args, "-F", "-", input=message.encode(),
+                    env=env if env is not None else ident_env(repo)).stdout.strip()
 
 
 def tree_with_file(repo: Repo, base: str | None, path: str, blob: str) -> str:
@@ -467,6 +469,10 @@ class Trail:
 
     # -- where the trail lives ----------------------------------------------------------
     @cached_property
+    def _commit_env(self) -> dict[str, str]:
+        return ident_env(self.repo)
+
+    @cached_property
     def has_origin(self) -> bool:
         return self.repo.has_remote(self.remote)
 
@@ -688,8 +694,8 @@ class Trail:
         if not isinstance(phase, str) or not _PHASE_RE.fullmatch(phase):
             raise ValueError(f"audit record: phase must match {_PHASE_RE.pattern}: {phase!r}")
         scrub(rec, self.secrets)
-        encode(rec)  # not JSON-serialisable: fail here, in the caller's frame
-        return json.loads(encode(rec))  # type: ignore[no-any-return]  # a plain-JSON copy
+        plain: dict[str, Any] = json.loads(encode(rec))  # a plain-JSON copy; raises early
+        return plain
 
     def _annotate(self, rec: Mapping[str, Any], commit: str | None) -> str | None:
         if self.mode != "notes":
@@ -774,11 +780,12 @@ class Trail:
                   f"{rec['phase']} {SKIP_CI}"
         body = (f"Record: {location}\nRecord-Seq: {seq}\nRecord-SHA256: {digest(data)}\n"
                 f"Prev-SHA256: {full['prev_sha256'] or '-'}\n")
-        new = commit_tree(self.repo, tree, [snap.tip] if snap.tip else [], f"{subject}\n\n{body}")
+        new = commit_tree(self.repo, tree, [snap.tip] if snap.tip else [], f"{subject}\n\n{body}",
+                          self._commit_env)
         return new, StoredRecord(seq, full["prev_sha256"], digest(data), location, full, data)
 
     def _record_path(self, rec: Mapping[str, Any], taken: set[str]) -> str:
-        t = record_time(rec) or datetime.now(timezone.utc)
+        t = parse_time(rec["run_id"]) or record_time(rec) or datetime.now(timezone.utc)
         base = f"{self.directory + '/' if self.directory else ''}{t:%Y}/{t:%m}/" \
                f"{rec['run_id']}-{rec['phase']}"
         path = f"{base}.json"
@@ -837,13 +844,12 @@ class Trail:
             try:
                 payload = json.loads(path.read_text(encoding="utf-8"))
                 rec = self._prepare(payload["record"])
-                annotate = payload.get("annotate") if self.mode == "notes" else None
-                if annotate is not None and not (isinstance(annotate, str)
-                                                 and _HEX_RE.fullmatch(annotate)):
-                    annotate = self._annotate(rec, None)
-                elif self.mode == "notes" and annotate is None:
-                    annotate = self._annotate(rec, None)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                annotate = payload.get("annotate")
+                if not (isinstance(annotate, str) and _HEX_RE.fullmatch(annotate)):
+                    annotate = None
+                annotate = self._annotate(rec, annotate)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError,
+                    SecretInRecord) as exc:
                 bad = path.with_suffix(".unreadable")
                 try:
                     path.replace(bad)
@@ -996,7 +1002,6 @@ class Trail:
 __all__ = [
     "AppendResult",
     "Deployment",
-    "ExitCode",
     "Problem",
     "SecretInRecord",
     "SpoolUnwritable",

@@ -148,6 +148,8 @@ def resolve_range(
         tip = default_branch_commit(repo, branch)
         if tip:
             mb = repo.merge_base(tip, head_sha)
+            if mb == head_sha and not repo.parents(head_sha):
+                return Range(None, head_sha, "first-commit", tuple(warnings))
             if mb:
                 return Range(mb, head_sha, "merge-base", tuple(warnings))
     if not repo.parents(head_sha):
@@ -220,12 +222,19 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
         if not inputs:
             continue
         for path in changed_paths:
-            for inp in inputs:
-                if path == inp.path or (
-                    inp.is_dir and (inp.path == "." or path.startswith(inp.path + "/"))
-                ):
-                    results.setdefault(s.name, []).append(Reason(path, inp.chain))
-                    break
+            # the most specific input explains the link best (a nested module's own chain)
+            best = max(
+                (
+                    inp
+                    for inp in inputs
+                    if path == inp.path
+                    or (inp.is_dir and (inp.path == "." or path.startswith(inp.path + "/")))
+                ),
+                key=lambda inp: len(inp.path),
+                default=None,
+            )
+            if best is not None:
+                results.setdefault(s.name, []).append(Reason(path, best.chain))
 
     changes = [
         StackChange(s, "changed", reasons=_dedupe(results[s.name]))

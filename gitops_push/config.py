@@ -146,8 +146,10 @@ def _parse_root(root: Section) -> Config:
     for name, sec in defaults.items():  # validate once, even when no stack uses them
         engines.spec(name).parse_settings(sec)
 
+    # with a config file, only what `discover:` names is discovered; without a config
+    # file at all (Config's default), everything is
     discover_explicit = root.has("discover")
-    discover: dict[str, tuple[str, ...]] = dict(DEFAULT_DISCOVER) if not discover_explicit else {}
+    discover: dict[str, tuple[str, ...]] = {}
     if discover_explicit:
         dsec = root.section("discover").only(engines.names())
         for name in engines.names():

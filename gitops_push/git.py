@@ -147,12 +147,22 @@ class Repo:
             if not self.has_commits():
                 raise GitError(f"{what} {ref!r}: the repository has no commits yet")
             raise GitError(f"{what} {ref!r} does not name a commit in this repository")
-        if "ambiguous" in res.stderr:
+        if self.is_ambiguous(ref):
             raise GitError(
                 f"{what} {ref!r} is ambiguous (a branch and a tag share the name?); "
                 "use a full ref such as refs/heads/NAME or a SHA"
             )
         return res.stdout.strip()
+
+    def is_ambiguous(self, ref: str) -> bool:
+        """True when a short name matches more than one of branch, tag and remote ref."""
+        name = re.split(r"[~^]", ref, maxsplit=1)[0]
+        if not name or name == "HEAD" or name.startswith("refs/") or SHA_RE.match(name):
+            return False
+        wanted = {f"refs/heads/{name}", f"refs/tags/{name}", f"refs/remotes/{name}",
+                  f"refs/remotes/{name}/HEAD"}
+        found = self.out("for-each-ref", "--format=%(refname)", *sorted(wanted)).split()
+        return len({r for r in found if r in wanted}) > 1
 
     def has_commits(self) -> bool:
         return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0

@@ -62,7 +62,9 @@ def test_a_kustomize_base_change_marks_the_overlay(repo: GitRepo) -> None:
     cs = detect(repo, base)
     assert summary(cs) == {"web": "changed"}
     assert cs.stacks[0].reasons[0].chain == (
-        'resources "../../base" in k8s/overlays/prod/kustomization.yaml',)
+        'resources "deploy.yaml" in k8s/base/kustomization.yaml',
+        'resources "../../base" in k8s/overlays/prod/kustomization.yaml',
+    )
 
 
 def test_watch_globs_mark_a_stack(repo: GitRepo) -> None:
@@ -332,6 +334,8 @@ def test_a_force_pushed_base_falls_back_to_all_stacks(repo: GitRepo, tmp_path: P
     repo.git("reset", "-q", "--hard", "HEAD~1")
     repo.commit("new", {"infra/app/new.tf": "#\n"})
     repo.git("push", "-q", "--force", "origin", "main")
+    git(repo.origin, "reflog", "expire", "--expire=now", "--all")
+    git(repo.origin, "gc", "-q", "--prune=now")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", f"file://{repo.origin}", str(clone))
     cs = detect(GitRepo(clone, repo.origin), lost)

@@ -44,10 +44,14 @@ def test_a_valid_config_gives_stacks_discovery_and_audit_settings() -> None:
     assert cfg.audit.mode == "notes"
 
 
-def test_without_a_discover_key_everything_is_discovered() -> None:
+def test_a_config_without_discover_lists_its_stacks_only() -> None:
     cfg = config.parse("version: 1\n")
-    assert set(cfg.discover) == {"terraform", "kubernetes"}
+    assert cfg.discover == {}
     assert cfg.stacks == ()
+
+
+def test_without_a_config_file_everything_is_discovered() -> None:
+    assert set(config.Config(file=None).discover) == {"terraform", "kubernetes"}
 
 
 @pytest.mark.parametrize(

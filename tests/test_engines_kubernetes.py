@@ -296,3 +296,99 @@ def test_a_crd_and_its_custom_resource_apply_in_one_stack(deployer: Deployer, ku
             "spec.size",)
     finally:  # the CRD is cluster-wide: leave a real cluster as it was
         kube.kubectl("delete", "crd", CRD["metadata"]["name"], "--ignore-not-found")
+
+
+# -- drift -----------------------------------------------------------------------------
+
+def test_manual_edit_delete_and_extra_labelled_object_are_drift_and_apply_restores(
+        deployer: Deployer, kube: Any) -> None:
+    deployer.settings_text += "wait: false\n"
+    deployer.write({"a.yaml": docs(configmap("edited", {"a": "1"}), configmap("deleted"),
+                                   configmap("same"))})
+    deployer.apply()
+    assert not deployer.drift().drifted
+    kube.kubectl("patch", "configmap", "edited", "--type=merge", "-p",
+                 '{"data": {"a": "by-hand"}}', check=True)
+    kube.kubectl("delete", "configmap", "deleted", check=True)
+    extra = configmap("extra")
+    extra["metadata"]["labels"] = {LABEL: "web"}
+    kube.apply(extra)
+    ns = kube.namespace
+    drift = deployer.drift()
+    items = {(i.address, i.kind): i.fields for i in drift.items}
+    assert items == {(f"ConfigMap/{ns}/edited", "changed"): ("data.a",),
+                     (f"ConfigMap/{ns}/deleted", "deleted"): (),
+                     (f"ConfigMap/{ns}/extra", "extra"): ()}
+    deployer.force_conflicts = True  # the hand edit took ownership of data.a
+    deployer.apply()
+    assert kube.get("configmap", "edited")["data"] == {"a": "1"}
+    assert kube.get("configmap", "deleted") is not None
+    assert [(i.address, i.kind) for i in deployer.drift().items] == [
+        (f"ConfigMap/{ns}/extra", "extra")]
+
+
+def test_ignore_differences_leaves_replicas_to_the_autoscaler(deployer: Deployer, kube: Any
+                                                              ) -> None:
+    deployer.settings_text += (
+        "wait: false\nignore_differences:\n"
+        "  - kind: Deployment\n    name: web\n    json_pointers: [/spec/replicas]\n")
+    deployer.write({"app.yaml": docs(deployment("web", replicas=2))})
+    deployer.apply()
+    live = kube.get("deployment", "web")
+    assert all("replicas" not in json.dumps(m.get("fieldsV1", {}))
+               for m in live["metadata"]["managedFields"] if m["manager"] == "gitops-push")
+    kube.kubectl("scale", "deployment", "web", "--replicas=5", check=True)
+    assert not deployer.drift().drifted
+    assert not deployer.plan().has_changes
+    deployer.write({"app.yaml": docs(deployment("web", replicas=2, minReadySeconds=1))})
+    deployer.apply()
+    live = kube.get("deployment", "web")
+    assert live["spec"]["replicas"] == 5
+    assert live["spec"]["minReadySeconds"] == 1
+
+
+# -- waiting for rollouts ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kube_emulator_options", [{"auto_rollout": True}])
+def test_apply_waits_for_deployments_and_jobs(deployer: Deployer, kube: Any) -> None:
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
+           "spec": {"backoffLimit": 0, "template": {"spec": {
+               "restartPolicy": "Never",
+               "containers": [{"name": "true", "image": "busybox:1.36",
+                               "command": ["true"]}]}}}}
+    deployer.settings_text = deployer.settings_text.replace("20s", "150s")
+    deployer.write({"app.yaml": docs(deployment("web"), job)})
+    deployer.apply()
+    ns = kube.namespace
+    assert any(line.startswith(f"Deployment.apps/{ns}/web: rolled out") for line in deployer.lines)
+    assert f"Job.batch/{ns}/migrate: complete" in deployer.lines
+
+
+def test_a_failed_rollout_fails_the_stack_naming_the_condition(deployer: Deployer, kube: Any
+                                                               ) -> None:
+    kube.require_emulator("ProgressDeadlineExceeded cannot be forced on a real cluster")
+    ns = kube.namespace
+
+    def controller(line: str) -> None:
+        if line.startswith(f"waiting for Deployment.apps/{ns}/web"):
+            kube.rollout_failed("deployment", "web")
+
+    deployer.on_line_hook = controller
+    deployer.write({"app.yaml": docs(deployment("web"), configmap("cfg"))})
+    with pytest.raises(ToolError) as info:
+        deployer.apply()
+    message = info.value.message
+    assert message.startswith(f"stack 'web': Deployment.apps/{ns}/web: rollout failed: ")
+    assert "Progressing=False ProgressDeadlineExceeded" in message
+
+
+def test_a_rollout_that_never_finishes_times_out(deployer: Deployer, kube: Any) -> None:
+    deployer.settings_text = deployer.settings_text.replace("20s", "2s")
+    never_ready = deployment("web")  # real clusters: the readiness probe never passes
+    never_ready["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "exec": {"command": ["/does-not-exist"]}, "periodSeconds": 1}
+    deployer.write({"app.yaml": docs(never_ready)})
+    with pytest.raises(ToolError) as info:
+        deployer.apply()
+    assert info.value.message.startswith(
+        f"stack 'web': Deployment.apps/{kube.namespace}/web: rollout did not finish within 2s")

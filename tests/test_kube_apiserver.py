@@ -595,15 +595,26 @@ def test_watch_sees_changes() -> None:
     assert events == [("MODIFIED", "2"), ("DELETED", "2")]
 
 
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    sock.settimeout(5)
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def test_server_stops_cleanly_with_open_connections() -> None:
     before = set(threading.enumerate())
     server = KubeApiServer().start()
     idle = socket.create_connection(("127.0.0.1", server.port))
     idle.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b"gitVersion" in idle.recv(4096)  # keep-alive: the handler now waits for more
+    assert b"gitVersion" in _read_until(idle, b"gitVersion")  # keep-alive: handler waits on
     watcher = socket.create_connection(("127.0.0.1", server.port))
     watcher.sendall(b"GET /api/v1/configmaps?watch=true HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b"200 OK" in watcher.recv(4096)
+    assert b"200 OK" in _read_until(watcher, b"\r\n\r\n")
     start = time.monotonic()
     server.stop()
     assert time.monotonic() - start < 5

@@ -1,0 +1,545 @@
+"""Per-stack locks as refs on origin: two applies of one stack never overlap.
+
+Why refs: the git server serialises updates of one ref, and ``--force-with-lease``
+turns a push into a compare-and-swap, so origin itself decides who wins — no lock
+service, and every CI system that can push can lock. A lock is
+``refs/gitops-push/locks/<stack>`` pointing at a commit (empty tree) whose message is
+JSON: owner (run id, actor, pipeline URL, host, pid), ``acquired_at``, ``expires_at``.
+Why expiry: a SIGKILLed run cannot release; after ``ttl`` its lock is taken over (with a
+lease on the dead lock's SHA, so two waiters cannot both take it) and the takeover is
+reported. A heartbeat renews held locks every ttl/3 so a long apply keeps its lock.
+With no origin remote the same compare-and-swap runs locally with ``git update-ref``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any
+
+from gitops_push import ci as ci_env
+from gitops_push.audit import (
+    NETWORK_TIMEOUT,
+    commit_tree,
+    ident_env,
+    ls_remote,
+    parse_time,
+    push,
+    rev,
+    zero_oid,
+)
+from gitops_push.errors import LockError, ToolError
+from gitops_push.git import Repo
+
+LOCK_PREFIX = "refs/gitops-push/locks/"
+DEFAULT_TTL = 3600.0  # seconds; renewed every ttl/3 while held
+DEFAULT_TIMEOUT = 600.0  # seconds to wait for a held lock (--lock-timeout)
+DEFAULT_POLL = 2.0  # seconds between looks at a held lock, jittered x0.5-1.5
+MAX_ERRORS = 3  # failed pushes that are not lost races, in a row
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def lock_ref(stack: str) -> str:
+    """The lock ref of a stack. Names git would refuse (``a..b``, ``x.lock``) and every
+    character outside ``[A-Za-z0-9._-]`` are %-escaped; ``%`` is never in a stack name,
+    so escaped names cannot collide with plain ones."""
+    if not stack:
+        raise LockError("a lock needs a stack name")
+    plain = (_SAFE_NAME.fullmatch(stack) and ".." not in stack and not stack.endswith(".")
+             and not stack.endswith(".lock"))
+    name = stack if plain else "".join(
+        c if c.isascii() and (c.isalnum() or c in "_-") else
+        "".join(f"%{b:02X}" for b in c.encode()) for c in stack)
+    return LOCK_PREFIX + name
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds a lock: enough for a person to find the pipeline and ask."""
+
+    run_id: str
+    actor: str | None = None
+    pipeline_url: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    command: str | None = None
+
+    @classmethod
+    def current(cls, run_id: str, environ: Mapping[str, str], command: str | None = None
+                ) -> LockOwner:
+        ctx = ci_env.detect(environ)
+        actor = ctx.actor or ci_env.clean(environ.get("USER") or environ.get("LOGNAME"))
+        return cls(run_id, actor, ctx.pipeline_url or ctx.job_url,
+                   ci_env.clean(socket.gethostname(), 100), os.getpid(), command)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> LockOwner:
+        def text(key: str) -> str | None:
+            v = data.get(key)
+            return ci_env.clean(str(v)) if v is not None else None
+
+        pid = data.get("pid")
+        return cls(text("run_id") or "unknown", text("actor"), text("pipeline_url"),
+                   text("host"), pid if isinstance(pid, int) else None, text("command"))
+
+    def describe(self) -> str:
+        who = f"run {self.run_id}"
+        if self.command:
+            who = f"{self.command} {who}"
+        if self.actor:
+            who += f" by {self.actor}"
+        if self.pipeline_url:
+            who += f" ({self.pipeline_url})"
+        if self.host:
+            who += f" on {self.host}" + (f" pid {self.pid}" if self.pid else "")
+        return who
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """A lock as stored: its ref, the commit it points at, and the decoded message."""
+
+    stack: str
+    ref: str
+    sha: str
+    owner: LockOwner
+    acquired_at: datetime
+    expires_at: datetime
+    renewed_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+    def describe(self) -> str:
+        return (f"{self.owner.describe()}, held since {_iso(self.acquired_at)} "
+                f"(expires {_iso(self.expires_at)})")
+
+    def message(self) -> str:
+        data = {"version": 1, "stack": self.stack, "owner": {
+            k: v for k, v in vars(self.owner).items() if v is not None},
+            "acquired_at": _iso(self.acquired_at), "expires_at": _iso(self.expires_at)}
+        if self.renewed_at is not None:
+            data["renewed_at"] = _iso(self.renewed_at)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """A lock this process holds. ``took_over`` is the expired lock it replaced."""
+
+    info: LockInfo
+    took_over: LockInfo | None = None
+    waited: float = 0.0
+    local: bool = False  # no origin: a ref in this clone only
+
+    @property
+    def stack(self) -> str:
+        return self.info.stack
+
+    @property
+    def sha(self) -> str:
+        return self.info.sha
+
+
+class LockStore:
+    """Reading and compare-and-swap of lock refs, on origin or (no origin) locally."""
+
+    def __init__(self, repo: Repo, *, remote: str = "origin",
+                 network_timeout: float = NETWORK_TIMEOUT) -> None:
+        self.repo = repo
+        self.remote = remote
+        self.network_timeout = network_timeout
+
+    @cached_property
+    def has_origin(self) -> bool:
+        return self.repo.has_remote(self.remote)
+
+    @cached_property
+    def _commit_env(self) -> dict[str, str]:
+        return ident_env(self.repo)
+
+    @cached_property
+    def _empty_tree(self) -> str:
+        return self.repo.run("mktree", input=b"").stdout.strip()
+
+    def _commit(self, info: LockInfo) -> str:
+        return commit_tree(self.repo, self._empty_tree, [], info.message(), self._commit_env)
+
+    def _parse(self, stack: str, sha: str) -> LockInfo:
+        """Decode a lock commit; junk on the ref counts as a lock expiring ``DEFAULT_TTL``
+        after its commit date, so it blocks no longer than a real one."""
+        raw = self.repo.run("cat-file", "commit", sha).stdout
+        headers, _, message = raw.partition("\n\n")
+        committed = utcnow()
+        for line in headers.splitlines():
+            if line.startswith("committer "):
+                try:
+                    committed = datetime.fromtimestamp(int(line.split()[-2]), timezone.utc)
+                except (ValueError, IndexError):
+                    pass
+        try:
+            data = json.loads(message)
+            owner = LockOwner.from_mapping(data["owner"])
+            acquired = parse_time(data["acquired_at"])
+            expires = parse_time(data["expires_at"])
+            if acquired is None or expires is None:
+                raise ValueError("bad times")
+            return LockInfo(stack, lock_ref(stack), sha, owner, acquired, expires,
+                            parse_time(data.get("renewed_at")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return LockInfo(stack, lock_ref(stack), sha, LockOwner("unknown (not a gitops-push "
+                            "lock)"), committed, committed + timedelta(seconds=DEFAULT_TTL))
+
+    def _have(self, sha: str) -> bool:
+        return self.repo.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+    def read(self, stack: str) -> LockInfo | None:
+        """The lock on ``stack`` now, or None. Raises LockError if origin cannot be read."""
+        ref = lock_ref(stack)
+        if not self.has_origin:
+            sha = rev(self.repo, ref)
+            return self._parse(stack, sha) if sha else None
+        for _ in range(MAX_ERRORS):
+            found = ls_remote(self.repo, self.remote, ref, timeout=self.network_timeout)
+            if found is None:
+                raise LockError(f"cannot read the lock of stack {stack!r}: {self.remote} is "
+                                "unreachable")
+            sha = found.get(ref)
+            if sha is None:
+                return None
+            if not self._have(sha):
+                self._fetch([ref])
+            if self._have(sha):
+                return self._parse(stack, sha)
+            # the ref moved between ls-remote and fetch: look again
+        return None
+
+    def _fetch(self, refs: list[str]) -> None:
+        try:
+            self.repo.run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote,
+                          *refs, check=False, timeout=self.network_timeout)
+        except ToolError:
+            pass
+
+    def list(self) -> list[LockInfo]:
+        """Every lock, sorted by stack."""
+        if self.has_origin:
+            found = ls_remote(self.repo, self.remote, LOCK_PREFIX + "*",
+                              timeout=self.network_timeout)
+            if found is None:
+                raise LockError(f"cannot list locks: {self.remote} is unreachable")
+            found = {r: s for r, s in found.items() if r.startswith(LOCK_PREFIX)}
+            missing = [r for r, s in found.items() if not self._have(s)]
+            if missing:
+                self._fetch(missing)
+        else:
+            out = self.repo.run("for-each-ref", "--format=%(objectname) %(refname)",
+                                LOCK_PREFIX).stdout
+            found = {r: s for s, _, r in (line.partition(" ") for line in out.splitlines())}
+        infos = [self._parse(self._stack_of(r), s) for r, s in found.items() if self._have(s)]
+        return sorted(infos, key=lambda i: i.stack)
+
+    @staticmethod
+    def _stack_of(ref: str) -> str:
+        name = ref[len(LOCK_PREFIX):]
+        if "%" not in name:
+            return name
+        return re.sub(r"(%[0-9A-F]{2})+", lambda m: bytes.fromhex(
+            m.group(0).replace("%", "")).decode("utf-8", "replace"), name)
+
+    def cas(self, ref: str, new: str | None, old: str | None) -> tuple[str, str]:
+        """Set ``ref`` to ``new`` (None: delete) only if it is at ``old`` (None: absent).
+
+        Returns ("ok" | "conflict" | "error", detail).
+        """
+        if not self.has_origin:
+            if new is None:
+                args = ["update-ref", "-d", ref, old or ""]
+            else:
+                args = ["update-ref", "-m", "gitops-push lock", ref, new, old or zero_oid(new)]
+            res = self.repo.run(*args, check=False)
+            return ("ok", "") if res.returncode == 0 else ("conflict", res.stderr.strip())
+        result = push(self.repo, self.remote, [f"{new}:{ref}" if new else f":{ref}"],
+                      leases=[f"{ref}:{old or ''}"], atomic=True, timeout=self.network_timeout)
+        if result.ok:
+            return "ok", ""
+        return ("conflict" if result.kind == "stale" else "error"), result.detail
+
+    def break_lock(self, stack: str) -> LockInfo | None:
+        """Delete a lock whoever holds it (``gitops-push unlock``); returns what it was."""
+        info = self.read(stack)
+        if info is None:
+            return None
+        status, detail = self.cas(info.ref, None, info.sha)
+        if status != "ok":
+            raise LockError(f"could not break the lock of stack {stack!r}: {detail}")
+        return info
+
+
+def active_run_ids(repo: Repo, *, remote: str = "origin", now: datetime | None = None
+                   ) -> set[str]:
+    """Run ids holding an unexpired lock: runs in progress, not interrupted ones."""
+    when = now or utcnow()
+    return {i.owner.run_id for i in LockStore(repo, remote=remote).list() if not i.expired(when)}
+
+
+class LockSet(LockStore):
+    """The locks one run takes. ``hold(*stacks)`` is the usual entry point; it is safe
+    to call from several worker threads at once (one stack each).
+
+    ``ttl`` bounds how long a dead run blocks a stack; ``timeout`` how long we wait for a
+    live one; ``heartbeat`` renews held locks every ttl/3. ``takeovers`` lists expired
+    locks this run replaced, ``lost`` the stacks whose lock a renewal found gone.
+    """
+
+    def __init__(
+        self,
+        repo: Repo,
+        owner: LockOwner | Mapping[str, Any] | str,
+        *,
+        environ: Mapping[str, str] | None = None,
+        ttl: float = DEFAULT_TTL,
+        timeout: float = DEFAULT_TIMEOUT,
+        heartbeat: bool = True,
+        poll_interval: float = DEFAULT_POLL,
+        remote: str = "origin",
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        network_timeout: float = NETWORK_TIMEOUT,
+    ) -> None:
+        super().__init__(repo, remote=remote, network_timeout=network_timeout)
+        env = repo.environ if environ is None else environ
+        if isinstance(owner, str):
+            owner = LockOwner.current(owner, env)
+        elif not isinstance(owner, LockOwner):
+            base = LockOwner.from_mapping(owner)
+            owner = replace(base, pid=base.pid or os.getpid(),
+                            host=base.host or ci_env.clean(socket.gethostname(), 100))
+        if ttl <= 0:
+            raise LockError(f"lock ttl must be positive, not {ttl}")
+        self.owner = owner
+        self.ttl = ttl
+        self.timeout = max(0.0, timeout)
+        self.heartbeat = heartbeat
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.sleep = sleep
+        self.takeovers: list[LockInfo] = []
+        self.lost: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self._held: dict[str, Acquired] = {}
+        self._mutex = threading.Lock()  # guards _held, takeovers, lost, warnings
+        self._ops = threading.Lock()  # serialises renew and release of our refs
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def held(self) -> dict[str, Acquired]:
+        with self._mutex:
+            return dict(self._held)
+
+    def _new_info(self, stack: str, acquired: datetime | None = None) -> LockInfo:
+        now = self.clock()
+        info = LockInfo(stack, lock_ref(stack), "", self.owner, acquired or now,
+                        now + timedelta(seconds=self.ttl), now if acquired else None)
+        return replace(info, sha=self._commit(info))
+
+    # -- acquire ------------------------------------------------------------------------
+    def acquire_one(self, stack: str) -> Acquired:
+        """Take the lock of one stack, waiting up to ``timeout`` for its holder."""
+        ref = lock_ref(stack)
+        start = time.monotonic()
+        errors = absent = 0
+        holder: LockInfo | None = None
+        while True:
+            info = self._new_info(stack)
+            status, detail = self.cas(ref, info.sha, None)
+            if status == "ok":
+                return self._got(info, None, start)
+            if status == "error":
+                errors += 1
+                if errors >= MAX_ERRORS:
+                    raise LockError(f"cannot take the lock of stack {stack!r}: {detail}")
+            else:
+                errors = 0
+                holder = self.read(stack)
+                if holder is None:
+                    absent += 1  # released in between: try again at once, a few times
+                    if absent < MAX_ERRORS:
+                        continue
+                elif holder.expired(self.clock()):
+                    status, detail = self.cas(ref, info.sha, holder.sha)
+                    if status == "ok":
+                        with self._mutex:
+                            self.takeovers.append(holder)
+                        return self._got(info, holder, start)
+                    continue
+            absent = 0
+            remaining = self.timeout - (time.monotonic() - start)
+            if remaining <= 0:
+                raise self._timeout_error(stack, holder, detail)
+            self.sleep(min(remaining, self.poll_interval * random.uniform(0.5, 1.5)))  # noqa: S311
+
+    def _timeout_error(self, stack: str, holder: LockInfo | None, detail: str) -> LockError:
+        if holder is None:
+            return LockError(f"could not take the lock of stack {stack!r} within "
+                             f"{self.timeout:g}s: {detail}")
+        where = f"origin {self.remote!r}" if self.has_origin else "this clone"
+        fix = (f"git push {self.remote} :{holder.ref}" if self.has_origin
+               else f"git update-ref -d {holder.ref}")
+        return LockError(
+            f"stack {stack!r} is locked by {holder.describe()}; gave up after waiting "
+            f"{self.timeout:g}s (--lock-timeout). If that run is gone, wait for the expiry or "
+            f"break the lock on {where}: {fix}")
+
+    def _got(self, info: LockInfo, took_over: LockInfo | None, start: float) -> Acquired:
+        got = Acquired(info, took_over, time.monotonic() - start, local=not self.has_origin)
+        with self._mutex:
+            self._held[info.stack] = got
+            if self.heartbeat and (self._thread is None or not self._thread.is_alive()):
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._beat, name="gitops-push-lock-renew",
+                                                daemon=True)
+                self._thread.start()
+        return got
+
+    def acquire(self, *stacks: str) -> list[Acquired]:
+        """Several locks in sorted order (two runs never wait on each other in a cycle);
+        on failure the ones already taken are released."""
+        got: list[Acquired] = []
+        try:
+            for stack in sorted(set(stacks)):
+                got.append(self.acquire_one(stack))
+        except BaseException:
+            for a in reversed(got):
+                self.release(a.stack)
+            raise
+        return got
+
+    @contextmanager
+    def hold(self, *stacks: str) -> Iterator[list[Acquired]]:
+        """``with locks.hold("network", "app"):`` — released on exit, also on exceptions."""
+        got = self.acquire(*stacks)
+        try:
+            yield got
+        finally:
+            for a in reversed(got):
+                self.release(a.stack)
+
+    # -- renew and release --------------------------------------------------------------
+    def renew(self, stack: str) -> Acquired:
+        """Push a later ``expires_at``, only if the lock is still ours."""
+        with self._ops:
+            with self._mutex:
+                current = self._held.get(stack)
+            if current is None:
+                raise LockError(f"stack {stack!r} is not locked by this run")
+            info = self._new_info(stack, acquired=current.info.acquired_at)
+            status, detail = self.cas(info.ref, info.sha, current.sha)
+            if status != "ok":
+                holder = self.read(stack) if status == "conflict" else None
+                why = f"taken over by {holder.describe()}" if holder else detail
+                raise LockError(f"lost the lock of stack {stack!r}: {why}")
+            renewed = replace(current, info=info)
+            with self._mutex:
+                if stack in self._held:
+                    self._held[stack] = renewed
+            return renewed
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            for stack in list(self.held):
+                try:
+                    self.renew(stack)
+                except LockError as exc:
+                    with self._mutex:
+                        if stack in self._held:
+                            self.lost[stack] = exc.message
+                            del self._held[stack]
+                except Exception as exc:  # noqa: BLE001  # a renewal must not kill the run
+                    with self._mutex:
+                        self.warnings.append(f"could not renew the lock of {stack!r}: {exc}")
+            if not self.held:
+                return
+
+    def release(self, stack: str) -> bool:
+        """Delete our lock (only if it is still ours). False if it was taken over or
+        origin could not be reached — it then expires after ``ttl``. Never raises, so it
+        is safe in ``finally``."""
+        with self._ops:
+            with self._mutex:
+                held = self._held.pop(stack, None)
+            if held is None:
+                return False
+            detail = ""
+            for attempt in range(MAX_ERRORS):
+                try:
+                    status, detail = self.cas(held.info.ref, None, held.sha)
+                except ToolError as exc:
+                    status, detail = "error", exc.message
+                if status == "ok":
+                    return True
+                if status == "conflict":
+                    break
+                if attempt + 1 < MAX_ERRORS:
+                    self.sleep(0.2 * (attempt + 1))
+            with self._mutex:
+                self.warnings.append(f"could not release the lock of stack {stack!r} "
+                                     f"({detail.strip()}); it expires at "
+                                     f"{_iso(held.info.expires_at)}")
+            return False
+
+    def release_all(self) -> dict[str, bool]:
+        """Release every lock this run holds and stop the heartbeat."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.network_timeout)
+        return {stack: self.release(stack) for stack in sorted(self.held, reverse=True)}
+
+    def __enter__(self) -> LockSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release_all()
+
+
+def owner_fields(owner: LockOwner) -> dict[str, Any]:
+    """The owner as a plain dict (for JSON output and audit records)."""
+    return {k: v for k, v in vars(owner).items() if v is not None}
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_TTL",
+    "LOCK_PREFIX",
+    "Acquired",
+    "LockInfo",
+    "LockOwner",
+    "LockSet",
+    "LockStore",
+    "active_run_ids",
+    "lock_ref",
+    "owner_fields",
+]
+
+_unused: Iterable[str] = ()
+_ = field
