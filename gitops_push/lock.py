@@ -20,9 +20,9 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
@@ -191,10 +191,8 @@ class LockStore:
         committed = utcnow()
         for line in headers.splitlines():
             if line.startswith("committer "):
-                try:
+                with suppress(ValueError, IndexError):
                     committed = datetime.fromtimestamp(int(line.split()[-2]), timezone.utc)
-                except (ValueError, IndexError):
-                    pass
         try:
             data = json.loads(message)
             owner = LockOwner.from_mapping(data["owner"])
@@ -233,11 +231,9 @@ class LockStore:
         return None
 
     def _fetch(self, refs: list[str]) -> None:
-        try:
+        with suppress(ToolError):
             self.repo.run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote,
                           *refs, check=False, timeout=self.network_timeout)
-        except ToolError:
-            pass
 
     def list(self) -> list[LockInfo]:
         """Every lock, sorted by stack."""
@@ -414,11 +410,12 @@ class LockSet(LockStore):
         got = Acquired(info, took_over, time.monotonic() - start, local=not self.has_origin)
         with self._mutex:
             self._held[info.stack] = got
-            if self.heartbeat and (self._thread is None or not self._thread.is_alive()):
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._beat, name="gitops-push-lock-renew",
-                                                daemon=True)
-                self._thread.start()
+            if self.heartbeat:
+                self._stop.clear()  # the thread decides to exit under _mutex: no lost wake-up
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._beat, daemon=True,
+                                                    name="gitops-push-lock-renew")
+                    self._thread.start()
         return got
 
     def acquire(self, *stacks: str) -> list[Acquired]:
@@ -465,8 +462,14 @@ class LockSet(LockStore):
             return renewed
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            for stack in list(self.held):
+        while True:
+            self._stop.wait(self.ttl / 3)
+            with self._mutex:
+                if self._stop.is_set() or not self._held:
+                    self._thread = None
+                    return
+                stacks = list(self._held)
+            for stack in stacks:
                 try:
                     self.renew(stack)
                 except LockError as exc:
@@ -474,11 +477,9 @@ class LockSet(LockStore):
                         if stack in self._held:
                             self.lost[stack] = exc.message
                             del self._held[stack]
-                except Exception as exc:  # noqa: BLE001  # a renewal must not kill the run
+                except Exception as exc:  # a renewal must not kill the run
                     with self._mutex:
                         self.warnings.append(f"could not renew the lock of {stack!r}: {exc}")
-            if not self.held:
-                return
 
     def release(self, stack: str) -> bool:
         """Delete our lock (only if it is still ours). False if it was taken over or
@@ -487,6 +488,8 @@ class LockSet(LockStore):
         with self._ops:
             with self._mutex:
                 held = self._held.pop(stack, None)
+                if not self._held:
+                    self._stop.set()  # nothing left to renew
             if held is None:
                 return False
             detail = ""
@@ -540,6 +543,3 @@ __all__ = [
     "lock_ref",
     "owner_fields",
 ]
-
-_unused: Iterable[str] = ()
-_ = field

@@ -392,3 +392,114 @@ def test_a_rollout_that_never_finishes_times_out(deployer: Deployer, kube: Any) 
         deployer.apply()
     assert info.value.message.startswith(
         f"stack 'web': Deployment.apps/{kube.namespace}/web: rollout did not finish within 2s")
+
+
+# -- conflicts and errors ---------------------------------------------------------------
+
+def test_a_field_owned_by_another_manager_is_a_clear_conflict_unless_forced(
+        deployer: Deployer, kube: Any) -> None:
+    kube.apply(configmap("cfg", {"a": "theirs"}), field_manager="someone-else")
+    deployer.write({"cfg.yaml": docs(configmap("cfg", {"a": "ours"}))})
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    message = info.value.message
+    assert message.startswith(f"stack 'web': ConfigMap/{kube.namespace}/cfg: conflict with "
+                              "another field manager: ")
+    assert '.data.a (owned by field manager "someone-else")' in message
+    assert "--force-conflicts" in message
+    deployer.force_conflicts = True
+    deployer.apply()
+    live = kube.get("configmap", "cfg")
+    assert live["data"] == {"a": "ours"}
+    owners = {m["manager"] for m in live["metadata"]["managedFields"]
+              if "f:a" in json.dumps(m.get("fieldsV1", {}))}
+    assert owners == {"gitops-push"}
+
+
+def edited_kubeconfig(kube: Any, tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    cfg = yaml.safe_load(kube.kubeconfig.read_text())
+    edit(cfg)
+    path = tmp_path / "edited-kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_an_unreachable_server_is_one_clear_error(deployer: Deployer, kube: Any,
+                                                  tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+
+    path = edited_kubeconfig(kube, tmp_path, edit)
+    deployer.settings_text = f"kubeconfig: {path}\nnamespace: {kube.namespace}\n"
+    deployer.write({"cfg.yaml": docs(configmap("cfg"))})
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    assert info.value.message.startswith(
+        f"stack 'web': cannot reach the Kubernetes API server at 127.0.0.1:{port}")
+
+
+def test_rejected_credentials_and_a_missing_context_are_clear_errors(
+        deployer: Deployer, kube: Any, tmp_path: Path) -> None:
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg["users"][0]["user"] = {"token": "expired-token-0123456789"}
+
+    path = edited_kubeconfig(kube, tmp_path, edit)
+    deployer.env["EXPIRED_KUBECONFIG"] = str(path)
+    deployer.settings_text = (f"kubeconfig_env: EXPIRED_KUBECONFIG\nnamespace: {kube.namespace}\n")
+    deployer.write({"cfg.yaml": docs(configmap("cfg"))})
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    assert info.value.message.startswith(
+        "stack 'web': the API server rejected the credentials (401 Unauthorized)")
+    assert "expired-token-0123456789" not in str(info.value)
+
+    deployer.settings_text = f"context: no-such-context\nnamespace: {kube.namespace}\n"
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    assert info.value.message == ("stack 'web': the kubeconfig has no such context "
+                                  "(no-such-context)")
+
+    deployer.settings_text = "kubeconfig_env: UNSET_KUBECONFIG\n"
+    with pytest.raises(UserError, match="UNSET_KUBECONFIG, which is not set for the plan phase"):
+        deployer.plan()
+
+
+def test_forbidden_stops_the_stack_before_anything_is_applied(deployer: Deployer, kube: Any
+                                                              ) -> None:
+    server = kube.require_emulator("needs an identity without RBAC rights; deny() stands in")
+    deployer.settings_text += "wait: false\n"
+    deployer.write({"app.yaml": docs(configmap("cfg"), deployment("web"))})
+    deployer.plan()
+    ctx = deployer.ctx("apply")
+    plan = deployer.engine.load_plan(deployer.stack, ctx, ctx.work_dir)
+    server.deny("patch", "deployments", kube.namespace)
+    with pytest.raises(ToolError) as info:
+        deployer.engine.apply(deployer.stack, ctx, plan)
+    assert info.value.message.startswith(
+        f"stack 'web': Deployment.apps/{kube.namespace}/web: forbidden (403, RBAC): User ")
+    assert 'cannot patch resource "deployments"' in info.value.message
+    assert kube.get("configmap", "cfg") is None  # ordered first, yet never applied
+
+
+def test_an_unknown_kind_and_an_invalid_object_name_the_object(deployer: Deployer, kube: Any
+                                                               ) -> None:
+    deployer.write({"w.yaml": docs(widget("w1", 1))})
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    assert info.value.message.startswith("stack 'web': Widget w1 (k8s/w.yaml:1): unknown kind "
+                                         "Widget in gitops-push.example.com/v1")
+    bad = json.loads(json.dumps(CRD))
+    bad["metadata"]["name"] = "not-the-plural.example.com"
+    deployer.write({"w.yaml": docs(bad, configmap("cfg"))})
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    assert info.value.message.startswith(
+        "stack 'web': CustomResourceDefinition.apiextensions.k8s.io/not-the-plural.example.com:"
+        " invalid object: ")
+    assert kube.get("configmap", "cfg") is None

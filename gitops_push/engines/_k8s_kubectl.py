@@ -178,7 +178,8 @@ GLOBAL_CAUSES = ("cannot reach", "the API server rejected", "the kubeconfig", "n
 # (what identifies the failure, what to quote from it, the message) - first match wins.
 _CAUSES: tuple[tuple[str, str, str], ...] = (
     (r"context was not found|context \S+ does not exist|cannot locate context",
-     r"context[^:\n]*: (.+)", "the kubeconfig has no such context ({detail})"),
+     r'(?:context "|specified context: |cannot locate context )([^"\s]+)',
+     "the kubeconfig has no such context ({detail})"),
     (r"no configuration has been provided|stat .*: no such file or directory", "",
      "no kubeconfig found: set kubeconfig or kubeconfig_env for the stack, or pass KUBECONFIG"),
     (r"was refused|Unable to connect to the server|dial tcp|no such host|i/o timeout|"
