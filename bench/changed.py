@@ -151,8 +151,8 @@ def stack_files(i: int, p: Params, users: set[int], net_users: set[int]) -> dict
     contents = {
         "main.tf": "\n".join(main),
         "variables.tf": (
-            'variable "size" {\n  type    = number\n  default = '
-            f"{i % 9 + 1}\n}}\n\nvariable \"env\" {{\n  type    = string\n  default = \"prod\"\n}}\n"
+            f'variable "size" {{\n  type    = number\n  default = {i % 9 + 1}\n}}\n\n'
+            'variable "env" {\n  type    = string\n  default = "prod"\n}\n'
         ),
         "outputs.tf": f'output "id" {{\n  value = terraform_data.app.id  # {name}\n}}\n',
         "versions.tf": f'terraform {{\n  required_version = ">= 1.5"  # {name}\n}}\n',
@@ -419,6 +419,33 @@ def hyperfine(
     return {name: float(r["median"]) for name, r in zip(names, results, strict=True)}
 
 
+
+def load1() -> float:
+    """The 1-minute load average (0.0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def wait_quiet(limit: float) -> None:
+    """Wait up to ``limit`` seconds for the 1-minute load to drop below half the CPUs."""
+    cpus = os.cpu_count() or 1
+    deadline = time.monotonic() + limit
+    if limit > 0 and load1() > cpus / 2:
+        print(f"waiting up to {limit:.0f} s for the machine to be quiet (load {load1():.1f})")
+    while load1() > cpus / 2 and time.monotonic() < deadline:
+        time.sleep(5)
+
+
+def load_note(start: float, end: float) -> str:
+    cpus = os.cpu_count() or 1
+    note = f"load average (1 min): {start:.1f} at start, {end:.1f} at end ({cpus} CPUs)"
+    if max(start, end) > cpus:
+        note += ("\nWARNING: the machine was busy during the run (load > CPUs): timings are "
+                 "pessimistic and noisy; re-run when it is quiet (--wait-quiet 600)")
+    return note
+
 def find_gitops_push(explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -466,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=7, help="timed runs per command (default 7)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     ap.add_argument("--gitops-push", help="the executable (default: beside this python)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help="first wait up to this long for the load average to drop (default 0)")
     ap.add_argument("--cache-dir", type=Path,
                     help="keep the generated repo here, keyed by parameters, and reuse it "
                          "(default: build in a temp dir and delete it)")
@@ -529,6 +558,8 @@ def _main(args: argparse.Namespace, p: Params, gp: str, workdir: Path) -> int:
               file=sys.stderr)
         return 2
 
+    wait_quiet(args.wait_quiet)
+    load_start = load1()
     changed_t: list[float] = []
     floor_t: list[float] = []
     diff_t: list[float] = []
@@ -552,6 +583,7 @@ def _main(args: argparse.Namespace, p: Params, gp: str, workdir: Path) -> int:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
 
+    load_end = load1()
     changed_s, floor_s, help_s = Stats(changed_t), Stats(floor_t), Stats(help_t)
     ratio = changed_s.median / floor_s.median
     ratios = [c / f for c, f in zip(changed_t, floor_t, strict=True)]
@@ -592,6 +624,7 @@ def _main(args: argparse.Namespace, p: Params, gp: str, workdir: Path) -> int:
           f"(wall time of each subprocess)\n")
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"\n{load_note(load_start, load_end)}")
     if wrong is not None:
         print(f"\nERROR: wrong answer from gitops-push changed: {wrong}", file=sys.stderr)
         return 1

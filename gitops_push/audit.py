@@ -724,6 +724,8 @@ class Trail:
                 cap = min(0.5, 0.05 * 2 ** min(attempts, 4))
                 self._sleep(random.uniform(0.05, cap))  # noqa: S311  # jitter, not crypto
             fetched = self._fetch()
+            if not fetched.ok and "cannot lock ref" in fetched.error:
+                continue  # another process of this clone is updating the tracking ref
             if not fetched.ok:
                 unreachable += 1
                 reason = f"cannot fetch {self.ref} from {self.remote}: {fetched.error.strip()}"

@@ -146,5 +146,10 @@ def _gitlab(env: Mapping[str, str]) -> CIContext:
     )
 
 
+def step_summary_path(environ: Mapping[str, str]) -> str | None:
+    """GitHub's job summary file; set means "append the Markdown summary here"."""
+    return environ.get("GITHUB_STEP_SUMMARY") or None
+
+
 def is_zero_sha(sha: str | None) -> bool:
     return sha is not None and set(sha) == {"0"}

@@ -138,7 +138,7 @@ def changed(state: State, base: str | None, head: str | None, all_stacks: bool,
 def _run_report(state: State, report: Any, output: str, summary_md: Path | None) -> None:
     """Print a run's result and write its Markdown summary; set the exit code."""
     from gitops_push import output as out
-    from gitops_push.ci import detect
+    from gitops_push.ci import step_summary_path
 
     for w in report.warnings:
         out.warn(w)
@@ -147,7 +147,7 @@ def _run_report(state: State, report: Any, output: str, summary_md: Path | None)
         from gitops_push.fsutil import atomic_write
 
         atomic_write(summary_md, markdown, what="Markdown summary")
-    step_summary = detect(os.environ).step_summary
+    step_summary = step_summary_path(os.environ)
     if step_summary:
         try:
             with open(step_summary, "a", encoding="utf-8") as fh:

@@ -151,18 +151,50 @@ def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | No
 @contextmanager
 def base_worktree(session: Session, change: StackChange, base: str | None
                   ) -> Iterator[Path | None]:
-    """A removed stack is planned against its configuration at the base commit."""
+    """A removed stack is planned against its configuration at the base commit.
+
+    Files the working tree still holds in the stack directory without tracking them (a
+    local backend's ``terraform.tfstate``) are copied into the temporary worktree and
+    copied back afterwards, so a destroy sees, and updates, the real state.
+    """
     if change.status != "removed" or base is None:
         yield None
         return
     path = Path(tempfile.mkdtemp(prefix="gitops-push-base-"))
     wt = path / "wt"
     session.repo.add_worktree(wt, base)
+    live = session.repo.root / change.stack.path
+    old = wt / change.stack.path
+    carried = _carry(live, old)
     try:
-        yield wt / change.stack.path
+        yield old
     finally:
+        _carry(old, live, only=carried, new_suffixes=(".tfstate", ".tfstate.backup"))
         session.repo.remove_worktree(wt)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _carry(src: Path, dst: Path, *, only: set[str] | None = None,
+           new_suffixes: tuple[str, ...] = ()) -> set[str]:
+    """Copy files of ``src`` that ``dst`` lacks (or, with ``only``, those names back)."""
+    copied: set[str] = set()
+    if not src.is_dir() or src.is_symlink():
+        return copied
+    for f in src.rglob("*"):
+        rel = f.relative_to(src)
+        if not f.is_file() or f.is_symlink() or ".terraform" in rel.parts:
+            continue
+        target = dst / rel
+        name = rel.as_posix()
+        if only is not None:
+            if name not in only and not name.endswith(new_suffixes):
+                continue
+        elif target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+        copied.add(name)
+    return copied
 
 
 # -- selection --------------------------------------------------------------------------

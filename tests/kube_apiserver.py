@@ -1,4 +1,4 @@
-"""A small Kubernetes API server emulator for tests (stdlib only, plain HTTP on 127.0.0.1).
+"""A small Kubernetes API server emulator for tests (stdlib + PyYAML; HTTPS via cryptography).
 
 It speaks enough of the Kubernetes REST API that the real ``kubectl`` binary (1.32) and the
 official ``kubernetes`` Python client work against it: ``kubectl apply --server-side``,
@@ -66,8 +66,16 @@ What is emulated
   (missing name, wrong CRD name), 400 BadRequest, 415, 405.
 * Auth: optional bearer token (``token=``) → 401 ``Unauthorized``; ``deny(verb, resource,
   namespace)`` → 403 with the real RBAC message (``User "u" cannot patch resource
-  "deployments" in API group "apps" in the namespace "ns"``). kubectl sends a bearer token over
-  plain http without complaint.
+  "deployments" in API group "apps" in the namespace "ns"``). kubectl never sends kubeconfig
+  credentials to an ``http://`` server (client-go's clientcmd reads them only for TLS), so with a
+  token the server serves HTTPS with a self-signed certificate made at start (needs the
+  ``cryptography`` package); ``kubeconfig()`` embeds it as ``certificate-authority-data``.
+  ``tls=False`` with no token gives plain HTTP.
+* Protobuf request bodies (kubectl 1.32's typed clients send them, e.g. ``kubectl create
+  namespace|configmap|secret|serviceaccount``) are decoded for v1 Namespace, ConfigMap, Secret
+  and ServiceAccount; other kinds get a 415 that says so (``kubectl create deployment`` etc.:
+  pipe ``--dry-run=client -o yaml`` into ``kubectl apply``). Responses are always JSON, which
+  every client accepts.
 * Controller helpers: ``mark_rolled_out``, ``mark_rollout_failed``, ``mark_job_complete``,
   ``mark_job_failed``, ``set_status``; ``auto_rollout=True`` marks workloads rolled out and Jobs
   complete after every write.
@@ -77,10 +85,23 @@ What is not emulated
 No controllers (no ReplicaSets or Pods are created, nothing schedules or runs), no admission,
 no schema validation or pruning of unknown fields, no immutability rules, no conversion
 between versions (all versions of a group/resource share one store), no aggregated discovery,
-no protobuf, no TLS, no pagination, no Terminating namespaces, no graceful deletion, no
-``kubectl explain``/client-side apply schema (client-side ``kubectl apply`` still works: kubectl
-falls back to its built-in types), no ``exec``/``logs``/``port-forward``/``proxy``, no
-impersonation, no ``selfLink``. Watch history is kept in memory (last 10 000 events).
+no protobuf responses, no HTTP/2, no pagination, no Terminating namespaces, no graceful
+deletion, no ``kubectl explain``/client-side apply schema (client-side ``kubectl apply`` still
+works: kubectl falls back to its built-in types), no Table columns beyond Name and Age, no
+``exec``/``logs``/``port-forward``/``proxy``, no impersonation, no ``selfLink``, no
+``managedFields`` ``.: {}`` markers on maps in ``Update`` entries. Watch history is kept in
+memory (last 10 000 events); a watch from a too-old resourceVersion is not answered 410 Gone.
+
+Every request is recorded in ``requests`` as (method, path?query); internal errors (emulator
+bugs) are answered 500 and kept in ``errors``.
+
+Usage::
+
+    with KubeApiServer(token="t", auto_rollout=False) as server:  # binds 127.0.0.1:0
+        Path("kubeconfig").write_text(server.kubeconfig(namespace="default"))
+        ...  # run kubectl --kubeconfig kubeconfig ...
+        server.mark_rolled_out("deployment", "web", "default")
+        server.deny("patch", "deployments", "default")  # the next patch is 403
 """
 
 from __future__ import annotations
@@ -154,6 +175,7 @@ class ResourceType:
     spec_replicas_path: str = ".spec.replicas"
     status_replicas_path: str = ".status.replicas"
     label_selector_path: str = ""
+    verbs: tuple[str, ...] = _ALL_VERBS
 
     @property
     def api_version(self) -> str:
@@ -175,7 +197,7 @@ class ResourceType:
                 "singularName": self.singular_name,
                 "namespaced": self.namespaced,
                 "kind": self.kind,
-                "verbs": list(_ALL_VERBS),
+                "verbs": list(self.verbs),
                 **({"shortNames": list(self.short_names)} if self.short_names else {}),
                 **({"categories": list(self.categories)} if self.categories else {}),
             }
@@ -220,6 +242,10 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _rt("", "v1", "Pod", "pods", short_names=("po",), categories=_ALL, status=True),
     _rt("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short_names=("pvc",),
         status=True),
+    _rt("", "v1", "PersistentVolume", "persistentvolumes", False, short_names=("pv",),
+        status=True),
+    _rt("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",),
+        categories=_ALL, status=True, scale=True, generation=True),
     _rt("", "v1", "Event", "events", short_names=("ev",)),
     _rt("", "v1", "Endpoints", "endpoints", short_names=("ep",)),
     _rt("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
@@ -247,6 +273,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         generation=True),
     _rt("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short_names=("netpol",),
         generation=True),
+    _rt("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+        False, verbs=("create",)),
     _rt("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", short_names=("pdb",),
         status=True, generation=True),
     _rt("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
@@ -485,7 +513,8 @@ def _flatten(value: Any, prefix: Path, fieldname: str, out: dict[Path, Any]) -> 
             return
         if _is_set_list(fieldname, value):
             for item in value:
-                out[(*prefix, _value_token(item))] = item
+                item_path = (*prefix, _value_token(item))
+                out[item_path] = item
             return
     out[prefix] = value
 
@@ -709,7 +738,7 @@ def _strategic_list(target: Any, patch: list[Any], fieldname: str) -> list[Any]:
         return result
     if _is_set_list(fieldname, patch) and _is_set_list(fieldname, live):
         return list(live) + [i for i in patch if i not in live]
-    return _strip_directives(patch)
+    return [_strip_directives(i) for i in patch]
 
 
 def _pointer(path: str) -> list[str]:
@@ -944,7 +973,10 @@ def _entries(obj: Obj) -> list[_Entry]:
 
 
 def _store_entries(obj: Obj, entries: list[_Entry]) -> None:
-    kept = [e.to_json() for e in entries if e.fields]
+    # the real server's order: operation (Apply < Update), time, manager, subresource
+    ordered = sorted((e for e in entries if e.fields),
+                     key=lambda e: (e.operation, e.time, e.manager, e.subresource))
+    kept = [e.to_json() for e in ordered]
     meta = _meta(obj)
     if kept:
         meta["managedFields"] = kept
@@ -975,6 +1007,14 @@ _PB_MESSAGES: dict[str, dict[int, tuple[str, ...]]] = {
                   3: ("binaryData", "bytesmap"), 4: ("immutable", "bool")},
     "Secret": {1: ("metadata", "message", "meta"), 2: ("data", "bytesmap"),
                3: ("type", "string"), 4: ("stringData", "map"), 5: ("immutable", "bool")},
+    "resattrs": {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
+                 4: ("version", "string"), 5: ("resource", "string"),
+                 6: ("subresource", "string"), 7: ("name", "string")},
+    "nonresattrs": {1: ("path", "string"), 2: ("verb", "string")},
+    "ssarspec": {1: ("resourceAttributes", "message", "resattrs"),
+                 2: ("nonResourceAttributes", "message", "nonresattrs")},
+    "SelfSubjectAccessReview": {1: ("metadata", "message", "meta"),
+                                2: ("spec", "message", "ssarspec")},
     "ServiceAccount": {1: ("metadata", "message", "meta"),
                        3: ("imagePullSecrets", "messages", "localref"),
                        4: ("automountServiceAccountToken", "bool")},
@@ -1055,13 +1095,15 @@ def decode_protobuf(body: bytes) -> Obj:
         raise _bad_request("malformed protobuf envelope")
     tm = {n: v.decode() for n, v in _pb_fields(type_meta) if isinstance(v, bytes)}
     api_version, kind = tm.get(1, ""), tm.get(2, "")
-    schema = _PB_MESSAGES.get(kind) if api_version == "v1" else None
-    if schema is None:
+    known = {"v1": ("Namespace", "ConfigMap", "Secret", "ServiceAccount"),
+             "authorization.k8s.io/v1": ("SelfSubjectAccessReview",)}
+    if kind not in known.get(api_version, ()):
         raise ApiError(
             415, "UnsupportedMediaType",
             f"the emulator cannot decode protobuf for {api_version}/{kind} (only v1 Namespace, "
             "ConfigMap, Secret, ServiceAccount): send JSON, e.g. 'kubectl create ... "
             "--dry-run=client -o yaml | kubectl apply -f -'")
+    schema = _PB_MESSAGES[kind]
     return {"apiVersion": api_version, "kind": kind, **_pb_decode(raw, schema)}
 
 
@@ -1099,6 +1141,7 @@ class _Watch:
     labels: list[_Requirement]
     fields: list[tuple[str, str, str]]
     timeout: float
+    table: str = ""  # includeObject of a Table watch, "" for plain objects
 
 
 @dataclass
@@ -1512,7 +1555,7 @@ class KubeApiServer:
                 verb = "watch" if q.get("watch") in ("true", "1") else "list"
                 self._authorize(verb, rt, namespace, None, "")
                 if verb == "watch":
-                    return self._watch(rt, namespace, q)
+                    return self._watch(rt, namespace, q, req.headers.get("accept", ""))
                 return self._list(rt, namespace, q, req.headers.get("accept", ""))
             if method == "POST":
                 if rt.namespaced and namespace is None:
@@ -1520,6 +1563,8 @@ class KubeApiServer:
                                    "the server could not find the requested resource")
                 self._authorize("create", rt, namespace, None, "")
                 body = self._body(req)
+                if rt.kind == "SelfSubjectAccessReview":
+                    return self._access_review(body)
                 with self._lock:
                     created = self._create(rt, namespace, body, self._manager(req), dry_run)
                 return Response(201, created)
@@ -1527,8 +1572,8 @@ class KubeApiServer:
                 self._authorize("deletecollection", rt, namespace, None, "")
                 return self._delete_collection(rt, namespace, q, dry_run)
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
-        verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
-        if verb is None or (sub and verb == "delete"):
+        verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "")
+        if not verb or (sub and verb == "delete"):
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
         self._authorize(verb, rt, namespace, name, sub)
         if verb == "get":
@@ -1561,9 +1606,9 @@ class KubeApiServer:
             applied = self._body(req, yaml_ok=True)
             force = q.get("force") in ("true", "1")
             with self._lock:
-                created, obj = self._apply(rt, namespace, name, sub, applied, q["fieldManager"],
-                                           force, dry_run)
-            return Response(201 if created else 200, obj)
+                was_created, result = self._apply(rt, namespace, name, sub, applied,
+                                              q["fieldManager"], force, dry_run)
+            return Response(201 if was_created else 200, result)
         patch = self._json_body(req)
         with self._lock:
             live = self._get_live(rt, namespace, name)
@@ -1591,15 +1636,35 @@ class KubeApiServer:
             new = self._prepare_put(rt, live, patched, name, namespace, sub)
             return Response(200, self._update(rt, live, new, manager, sub, dry_run))
 
+    def _is_denied(self, verb: str, group: str, plural: str, sub: str,
+                   namespace: str) -> bool:
+        resource = f"{plural}/{sub}" if sub else plural
+        group_resource = f"{plural}.{group}" if group else plural
+        for d_verb, d_res, d_ns in self.denied:
+            if d_verb not in ("*", verb) or d_res not in ("*", resource, group_resource):
+                continue
+            if d_ns is None or d_ns == namespace:
+                return True
+        return False
+
+    def _access_review(self, body: Obj) -> Response:
+        attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
+        denied = self._is_denied(str(attrs.get("verb", "")), str(attrs.get("group", "")),
+                                 str(attrs.get("resource", "")),
+                                 str(attrs.get("subresource", "")),
+                                 str(attrs.get("namespace", "")))
+        status: Obj = {"allowed": not denied}
+        if denied:
+            status["denied"] = True
+            status["reason"] = "denied by the emulator's deny() list"
+        out = {**body, "metadata": {"creationTimestamp": None}, "status": status}
+        return Response(201, out)
+
     def _authorize(self, verb: str, rt: ResourceType, namespace: str | None,
                    name: str | None, sub: str) -> None:
         resource = f"{rt.plural}/{sub}" if sub else rt.plural
-        ns_key = namespace if rt.namespaced else ""
-        for d_verb, d_res, d_ns in self.denied:
-            if d_verb not in ("*", verb) or d_res not in ("*", resource, rt.group_resource):
-                continue
-            if d_ns is not None and d_ns != (ns_key or ""):
-                continue
+        ns_key = (namespace or "") if rt.namespaced else ""
+        if self._is_denied(verb, rt.group, rt.plural, sub, ns_key):
             what = f'{rt.group_resource} "{name}"' if name else rt.group_resource
             where = (f'in the namespace "{namespace}"' if rt.namespaced and namespace
                      else "at the cluster scope")
@@ -1833,7 +1898,7 @@ class KubeApiServer:
         if rt.namespaced:
             ameta["namespace"] = namespace
         creating = live is None
-        if creating:
+        if live is None:
             if sub:
                 raise _not_found(rt, name)
             self._authorize("create", rt, namespace, name, "")
@@ -1860,9 +1925,13 @@ class KubeApiServer:
         other_paths: set[Path] = set().union(*(e.fields for e in others)) if others else set()
 
         work = copy.deepcopy(base)
-        for path in sorted(old_set - new_set, key=len, reverse=True):
+        removed: list[Path] = []
+        for path in sorted(old_set - new_set, key=lambda p: (len(p), p)):
+            if any(path[:len(r)] == r for r in removed):
+                continue  # went with an item removed before
             if path in other_paths or any(p[:len(path)] == path for p in other_paths):
-                continue
+                continue  # another manager still owns it (or something inside it)
+            removed.append(path)
             if remove_path(work, path):
                 _prune_empty(work, path, other_paths | new_set)
         work = merge_applied(work, applied)
@@ -1903,8 +1972,8 @@ class KubeApiServer:
         base_body = {k: v for k, v in base.items() if k != "metadata"}
         meta_changed = ({k: v for k, v in _meta(work).items() if k != "managedFields"}
                         != {k: v for k, v in _meta(base).items() if k != "managedFields"})
-        if not creating and not changed and not meta_changed and work_body == base_body:
-            return False, copy.deepcopy(live)  # no-op: nothing at all changes
+        if live is not None and not changed and not meta_changed and work_body == base_body:
+            return False, self._view(rt, live)  # no-op: nothing at all changes
         me.time = _now()
         _store_entries(work, entries)
         if creating:
@@ -2201,7 +2270,8 @@ class KubeApiServer:
             "rows": rows,
         }
 
-    def _watch(self, rt: ResourceType, namespace: str | None, q: dict[str, str]) -> _Watch:
+    def _watch(self, rt: ResourceType, namespace: str | None, q: dict[str, str],
+               accept: str = "") -> _Watch:
         with self._lock:
             rv = q.get("resourceVersion", "")
             initial: list[Obj] = []
@@ -2214,14 +2284,18 @@ class KubeApiServer:
                 except ValueError:
                     raise _bad_request(f"invalid resourceVersion {rv!r}") from None
             timeout = float(q.get("timeoutSeconds") or 1800)
+            table = q.get("includeObject", "Metadata") if "as=Table" in accept else ""
             return _Watch(rt, namespace, since, initial,
                           parse_label_selector(q.get("labelSelector", "")),
-                          parse_field_selector(q.get("fieldSelector", "")), timeout)
+                          parse_field_selector(q.get("fieldSelector", "")), timeout, table)
 
     def watch_events(self, w: _Watch, alive: Callable[[], bool]) -> Iterator[Obj]:
         """Yield watch events until the timeout, server stop or ``alive()`` turns False."""
+        def wrap(obj: Obj) -> Obj:
+            return self._table(w.rt, [obj], w.table) if w.table else obj
+
         for obj in w.initial:
-            yield {"type": "ADDED", "object": obj}
+            yield {"type": "ADDED", "object": wrap(obj)}
         deadline = time.monotonic() + w.timeout
         cursor = w.since
         while True:
@@ -2241,7 +2315,7 @@ class KubeApiServer:
                     continue
                 if not _matches(e.obj, w.labels, w.fields):
                     continue
-                yield {"type": e.type, "object": self._view(w.rt, e.obj)}
+                yield {"type": e.type, "object": wrap(self._view(w.rt, e.obj))}
             if stopping or time.monotonic() > deadline or not alive():
                 return
 
@@ -2269,9 +2343,10 @@ def _matches(obj: Obj, labels: list[_Requirement], fields: list[tuple[str, str, 
 
 
 def _prune_empty(obj: Obj, path: Path, keep: set[Path]) -> None:
+    """Drop maps/lists left empty by removing ``path`` (not list items, not top-level)."""
     for i in range(len(path) - 1, 1, -1):
         parent_path = path[:i]
-        if parent_path in keep:
+        if parent_path in keep or not parent_path[-1].startswith("f:"):
             return
         value = get_path(obj, parent_path)
         if value in ({}, []):
@@ -2595,7 +2670,7 @@ class _Handler(BaseHTTPRequestHandler):
                 finally:
                     conn.settimeout(self.timeout)
             if select.select([conn], [], [], 0)[0]:
-                return conn.recv(1, socket.MSG_PEEK) != b""
+                return bool(conn.recv(1, socket.MSG_PEEK) != b"")
         except OSError:
             return False
         return True

@@ -503,3 +503,248 @@ def test_an_unknown_kind_and_an_invalid_object_name_the_object(deployer: Deploye
         "stack 'web': CustomResourceDefinition.apiextensions.k8s.io/not-the-plural.example.com:"
         " invalid object: ")
     assert kube.get("configmap", "cfg") is None
+
+
+# -- secrets never leak -----------------------------------------------------------------
+
+PASSWORD = "hunter2-correct-horse"
+TOKEN = "tok-3f9a-very-secret"
+
+
+def secret(password: str = PASSWORD) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "type": "Opaque", "stringData": {"password": password},
+            "data": {"token": base64.b64encode(TOKEN.encode()).decode()}}
+
+
+def test_secret_values_never_appear_in_results_lines_errors_or_plan_files(
+        deployer: Deployer, kube: Any) -> None:
+    deployer.write({"s.yaml": docs(secret(), configmap("cfg"))})
+    seen: list[str] = [repr(deployer.lint())]
+    plan, applied = deployer.apply()
+    seen += [repr(plan), repr(applied), repr(deployer.drift())]
+    live = kube.get("secret", "db")
+    assert live is not None and live["metadata"]["labels"][LABEL] == "web"
+    deployer.write({"s.yaml": docs(secret("a-new-password-456"), configmap("cfg"))})
+    changed = deployer.plan()
+    seen.append(repr(changed))
+    assert actions(changed)[f"Secret/{kube.namespace}/db"] == "update"
+    deployer.write({"s.yaml": docs(secret("a-new-password-456"), widget("w", 1))})
+    with pytest.raises(GitopsPushError) as info:  # an error with the Secret in the batch
+        deployer.plan()
+    seen.append(str(info.value))
+    seen += deployer.lines
+    seen += [p.read_text() for p in (deployer.root / "work").rglob("*") if p.is_file()]
+    everything = "\n".join(seen)
+    for value in (PASSWORD, TOKEN, "a-new-password-456"):
+        assert value not in everything
+        assert base64.b64encode(value.encode()).decode() not in everything
+    assert "(sensitive)" in (deployer.root / "work" / "web" / k8s.MANIFESTS_FILE).read_text()
+
+
+def test_apply_refuses_a_plan_whose_secret_changed_since(deployer: Deployer, kube: Any) -> None:
+    deployer.write({"s.yaml": docs(secret())})
+    deployer.plan()
+    deployer.write({"s.yaml": docs(secret("changed-after-plan"))})
+    ctx = deployer.ctx("apply")
+    plan = deployer.engine.load_plan(deployer.stack, ctx, ctx.work_dir)
+    with pytest.raises(UserError, match=r"plan is stale: Secret/.*/db changed"):
+        deployer.engine.apply(deployer.stack, ctx, plan)
+    assert kube.get("secret", "db") is None
+
+
+def test_kubeconfig_tokens_and_keys_are_redacted_from_kubectl_output(
+        deployer: Deployer, kube: Any) -> None:
+    from gitops_push.engines._k8s_kubectl import Kubectl, resolve_access
+
+    ctx = deployer.ctx()
+    access = resolve_access(kubeconfig=str(kube.kubeconfig), kubeconfig_env=None, context=None,
+                            ctx=ctx, stack="web")
+    raw = kube.kubeconfig.read_text()
+    result = Kubectl(access, ctx, "web", field_manager="x", server_side=True).run(
+        "config", "view", "--raw", stream=True)
+    cfg = yaml.safe_load(raw)
+    token = cfg["users"][0]["user"].get("token")
+    if token:
+        assert token in raw and token not in result.stdout + "\n".join(deployer.lines)
+    key = cfg["users"][0]["user"].get("client-key-data")
+    if key:
+        assert key not in result.stdout + "\n".join(deployer.lines)
+
+
+def test_kubeconfig_secrets_cover_tokens_passwords_and_client_keys(tmp_path: Path) -> None:
+    pem = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n" \
+          "-----END EC PRIVATE KEY-----\n"
+    (tmp_path / "token").write_text("file-token-abcdef\n")
+    (tmp_path / "config").write_text(yaml.safe_dump({"users": [
+        {"name": "a", "user": {"token": "bearer-123456"}},
+        {"name": "b", "user": {"username": "u", "password": "pw-123456"}},
+        {"name": "c", "user": {"client-key-data": base64.b64encode(pem.encode()).decode()}},
+        {"name": "d", "user": {"tokenFile": "token"}},
+        {"name": "e", "user": {"auth-provider": {"config": {"id-token": "idt-123456",
+                                                            "client-id": "public"}}}},
+    ]}))
+    found = kubeconfig_secrets(tmp_path / "config")
+    for value in ("bearer-123456", "pw-123456", "file-token-abcdef", "idt-123456",
+                  "MHcCAQEEIAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh", pem.strip()):
+        assert value in found
+    assert "public" not in found
+
+
+# -- settings ----------------------------------------------------------------------------
+
+def test_settings_defaults() -> None:
+    s = k8s.parse_settings(config.Section(None, "gitops-push.yaml", "kubernetes"))
+    assert s == k8s.KubernetesSettings()
+    assert (s.prune, s.wait, s.server_side, s.timeout, s.field_manager) == (
+        True, True, True, 300.0, "gitops-push")
+    assert k8s.env_names(s) == ("KUBECONFIG", "KUBECACHEDIR")
+
+
+def test_settings_are_read_with_every_key() -> None:
+    s = stack_settings(
+        "kubeconfig_env: KUBE_PROD\ncontext: prod\nnamespace: web\n"
+        "inventory_namespace: gitops\nprune: false\nwait: false\ntimeout: 5m\n"
+        "server_side: false\nfield_manager: ci-deployer\nenv: [AWS_PROFILE]\n"
+        "kubernetes_version: '1.30'\nignore_differences:\n"
+        "  - kind: Deployment\n    namespace: web\n    json_pointers: [/spec/replicas]\n")
+    assert s.kubeconfig_env == "KUBE_PROD" and s.context == "prod"
+    assert (s.namespace, s.inventory_namespace) == ("web", "gitops")
+    assert (s.prune, s.wait, s.server_side, s.timeout) == (False, False, False, 300.0)
+    assert s.field_manager == "ci-deployer" and s.kubernetes_version == "1.30"
+    assert s.ignore_differences == (k8s.IgnoreRule("Deployment", ("/spec/replicas",),
+                                                   namespace="web"),)
+    assert k8s.env_names(s) == ("KUBECONFIG", "KUBECACHEDIR", "KUBE_PROD", "AWS_PROFILE")
+
+
+@pytest.mark.parametrize(("text", "line", "fragment"), [
+    ("prun: false", 7, "unknown key 'prun' (did you mean 'prune'?)"),
+    ("timeout: soon", 7, "timeout: must be a duration like 90s"),
+    ("timeout: 0s", 7, "timeout: must be greater than zero"),
+    ("kubeconfig: a\nkubeconfig_env: B", 8, "set either kubeconfig or kubeconfig_env"),
+    ("kubeconfig_env: 'not a name'", 7, "does not match"),
+    ("namespace: Not_Valid", 7, "namespace: 'Not_Valid' does not match"),
+    ("wait: maybe", 7, "wait: must be true or false"),
+    ("ignore_differences: {kind: Deployment}", 7, "must be a list"),
+    ("ignore_differences:\n  - kind: Deployment\n    json_pointers: [spec/replicas]", 9,
+     "must start with '/'"),
+    ("ignore_differences:\n  - kind: Deployment\n    json_pointers: [/metadata/name]", 9,
+     "names the object itself"),
+    ("ignore_differences:\n  - kind: Deployment\n    pointers: [/spec]", 9,
+     "unknown key 'pointers'"),
+    ("ignore_differences:\n  - json_pointers: [/spec]", 8, "missing required key 'kind'"),
+    ("kubernetes_version: latest", 7, "does not match"),
+])
+def test_settings_errors_name_the_file_and_line(text: str, line: int, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        stack_settings(text)
+    assert info.value.path == f"gitops-push.yaml:{line}"
+    assert fragment in info.value.message
+
+
+# -- lint (offline: no cluster) -------------------------------------------------------------
+
+def diagnostics(result: LintResult) -> list[tuple[str, str | None, str]]:
+    return [(d.severity, d.location, d.message) for d in result.diagnostics]
+
+
+def test_a_valid_directory_lints_clean_including_json_and_lists(offline: Deployer) -> None:
+    offline.write({
+        "a.yaml": docs(configmap("a"), deployment("web")),
+        "sub/b.json": json.dumps({"apiVersion": "v1", "kind": "List",
+                                  "items": [configmap("b")]}, indent="\t"),
+        ".hidden/ignored.yaml": "not: [valid",
+        "README.md": "# not a manifest",
+    })
+    result = offline.lint()
+    assert result.ok and diagnostics(result) == []
+
+
+def test_lint_reports_missing_fields_with_file_and_line(offline: Deployer) -> None:
+    offline.write({"a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n---\n"
+                             "apiVersion: v1\nmetadata:\n  name: no-kind\n---\n"
+                             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n"})
+    result = offline.lint()
+    assert not result.ok
+    assert diagnostics(result) == [
+        ("error", "k8s/a.yaml:6", "missing 'kind' (every object needs apiVersion, kind and "
+                                  "metadata.name)"),
+        ("error", "k8s/a.yaml:12", "missing 'metadata.name'"),
+    ]
+
+
+def test_lint_checks_built_in_kinds_against_their_schema(offline: Deployer) -> None:
+    offline.write({"d.yaml": (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n"
+        "  replicas: three\n  selector: {matchLabels: {app: web}}\n  template:\n"
+        "    metadata: {labels: {app: web}}\n    spec:\n      containers:\n"
+        "        - name: app\n          image: nginx\n          imagePullPolcy: Always\n"
+        "---\napiVersion: extensions/v1beta1\nkind: Deployment\nmetadata:\n  name: old\n")})
+    got = diagnostics(offline.lint())
+    assert ("error", "k8s/d.yaml:6",
+            "Deployment web: spec.replicas: 'three' is not of type 'integer', 'null'") in got
+    assert ("error", "k8s/d.yaml:14", "Deployment web: spec.template.spec.containers[0]: "
+                                      "unknown field 'imagePullPolcy'") in got
+    assert ("error", "k8s/d.yaml:17", "Deployment old: Kubernetes 1.32 has no kind "
+                                      "'Deployment' in extensions/v1beta1 (removed or "
+                                      "misspelt?)") in got
+
+
+def test_lint_flags_an_object_defined_twice_at_both_locations(offline: Deployer) -> None:
+    offline.write({"a.yaml": docs(configmap("cfg")),
+                   "b.yaml": "# same object, namespace spelt out\n" + docs(
+                       {**configmap("cfg"), "metadata": {"name": "cfg", "namespace": "default"}})})
+    got = diagnostics(offline.lint())
+    assert got == [("error", "k8s/b.yaml:2", "ConfigMap/default/cfg is defined twice: at "
+                                             "k8s/a.yaml:1 and at k8s/b.yaml:2")]
+
+
+def test_lint_warns_about_plain_secrets_without_showing_values(offline: Deployer) -> None:
+    offline.write({"s.yaml": docs(secret())})
+    result = offline.lint()
+    assert result.ok
+    [(severity, where, message)] = diagnostics(result)
+    assert (severity, where) == ("warning", "k8s/s.yaml:6")
+    assert "plain Secret with literal stringData and data" in message
+    assert "SOPS" in message and "password, token" in message
+    assert PASSWORD not in message and TOKEN not in message
+    assert base64.b64encode(TOKEN.encode()).decode() not in message
+
+
+def test_lint_reports_yaml_errors_with_file_and_line(offline: Deployer) -> None:
+    offline.write({"a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
+                             "  name: b\n", "b.yml": "a: [1,\n"})
+    got = diagnostics(offline.lint())
+    assert got[0][:2] == ("error", "k8s/a.yaml:5") and "duplicate key 'name'" in got[0][2]
+    assert got[1][:2] == ("error", "k8s/b.yml:2") and "invalid YAML" in got[1][2]
+
+
+def test_lint_of_a_kustomization_points_at_the_source_files(offline: Deployer) -> None:
+    offline.path = "k8s/overlay"
+    offline.write({
+        "../base/kustomization.yaml": "resources: [deploy.yaml]\n",
+        "../base/deploy.yaml": "# base\n" + docs(deployment("web", replicas=None,
+                                                            progressDeadlineSeconds="x")),
+        "kustomization.yaml": ("resources: [../base]\nnamePrefix: prod-\n"
+                               "secretGenerator:\n- name: creds\n  literals: [pw=s3cr3t-value]\n"),
+    })
+    got = diagnostics(offline.lint())
+    assert ("error", "k8s/base/deploy.yaml:18", "Deployment prod-web: "
+            "spec.progressDeadlineSeconds: 'x' is not of type 'integer', 'null'") in got
+    [warning] = [g for g in got if g[0] == "warning"]
+    assert warning[1] == "k8s/overlay/kustomization.yaml"
+    assert "s3cr3t-value" not in warning[2]
+
+
+def test_lint_reports_a_broken_kustomization(offline: Deployer) -> None:
+    offline.write({"kustomization.yaml": "resources: [missing.yaml]\n"})
+    [(severity, where, message)] = diagnostics(offline.lint())
+    assert (severity, where) == ("error", "k8s/kustomization.yaml")
+    assert message.startswith("kustomize failed: ") and "missing.yaml" in message
+
+
+def test_lint_rejects_a_stack_name_that_cannot_be_a_label_value(offline: Deployer) -> None:
+    offline.name = "web_"
+    offline.write({"a.yaml": docs(configmap("a"))})
+    assert "cannot be the value of the gitops-push.io/stack label" in diagnostics(
+        offline.lint())[0][2]

@@ -217,8 +217,10 @@ def test_label_and_field_selectors(kube: KubeCluster) -> None:
     assert names("-l", "!env,tier") == ["sel-c"]
     assert names("--field-selector", "metadata.name=sel-c") == ["sel-c"]
     everywhere = kube.kubectl("get", "configmaps", "-A", "-l", "tier=db", "-o", "json")
-    [item] = json.loads(everywhere.stdout)["items"]
-    assert item["metadata"]["namespace"] == kube.namespace
+    assert everywhere.returncode == 0, everywhere.stderr
+    items = json.loads(everywhere.stdout)["items"]
+    assert [i["metadata"]["name"] for i in items
+            if i["metadata"]["namespace"] == kube.namespace] == ["sel-c"]
 
 
 def test_delete_and_not_found(kube: KubeCluster) -> None:
@@ -365,6 +367,10 @@ def test_denied_verb_is_forbidden(kube: KubeCluster) -> None:
             f'in the namespace "{kube.namespace}"') in result.stderr
     allowed = kube.kubectl("get", "deployments")
     assert allowed.returncode == 0, allowed.stderr
+    can_patch = kube.kubectl("auth", "can-i", "patch", "deployments")  # SelfSubjectAccessReview
+    assert (can_patch.returncode, can_patch.stdout.split()[0]) == (1, "no")
+    can_get = kube.kubectl("auth", "can-i", "get", "deployments")
+    assert (can_get.returncode, can_get.stdout.strip()) == (0, "yes")
 
 
 def test_kubectl_kustomize_needs_no_server(tmp_path: Path) -> None:
@@ -394,12 +400,13 @@ def test_python_client_reads_a_deployment(kube: KubeCluster) -> None:
 
     kube.apply(_deployment("web", replicas=2))
     cfg = client.Configuration()
-    config.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=cfg)
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kube.kubeconfig), client_configuration=cfg)
     with client.ApiClient(cfg) as api:
-        web = client.AppsV1Api(api).read_namespaced_deployment("web", kube.namespace)
+        web: Any = client.AppsV1Api(api).read_namespaced_deployment("web", kube.namespace)
         assert web.spec.replicas == 2
         assert web.spec.template.spec.containers[0].image == PAUSE
-        assert web.metadata.managed_fields[0].manager == "gitops-push-test"
+        assert web.metadata.managed_fields[0].manager == "gitops-push-test"  # Apply sorts first
         with pytest.raises(client.ApiException) as err:
             client.CoreV1Api(api).read_namespaced_config_map("missing", kube.namespace)
         assert err.value.status == 404

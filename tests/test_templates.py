@@ -760,7 +760,7 @@ def sample_project(tmp_path: Path, gitlab_ci_local: Path) -> SampleProject:
     (repo / "ci").mkdir()
     shutil.copy(GITLAB_TEMPLATE, repo / "ci" / GITLAB_TEMPLATE.name)
     (repo / ".gitlab-ci.yml").write_text(CONSUMER_CI)
-    (repo / "gitops-push.yaml").write_text("version: 1\n")
+    (repo / "gitops-push.yaml").write_text("version: 1\ndiscover:\n  terraform: [stacks/*]\n")
     # Deliberately NOT ignoring .gitops-push/ or the summary: the template must keep
     # its own files out of `git status` (apply refuses a dirty tree).
     (repo / ".gitignore").write_text(".gitlab-ci-local/\n.terraform/\n.terraform.lock.hcl\n")
@@ -1001,31 +1001,57 @@ def test_a_failed_plan_fails_the_job_and_still_reports(sample_project, fake_gitl
     assert any(PLAN_MARKER in n["body"] for n in fake_gitlab.notes.values())
 
 
+ON_MAIN = {"CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_NAME": "main"}
+
+
+def push_to_main(project: SampleProject, message: str,
+                 files: Mapping[str, str] | None = None) -> str:
+    """Commit on main, push, and leave a detached HEAD as a GitLab runner checks out."""
+    git(project.repo, "checkout", "-q", "main")
+    if files is None:
+        git(project.repo, "merge", "-q", "--no-ff", "feature", "-m", message)
+    else:
+        for rel, text in files.items():
+            path = project.repo / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git(project.repo, "add", "-A")
+        git(project.repo, "commit", "-qm", message)
+    before = git(project.repo, "rev-parse", "HEAD~1")
+    git(project.repo, "push", "-q", "origin", "main")
+    git(project.repo, "checkout", "-q", "--detach")
+    return before
+
+
+def run_default_branch_pipeline(project: SampleProject, before: str
+                                ) -> subprocess.CompletedProcess[str]:
+    """lint -> plan -> apply, the plans handed over as artifacts of the same pipeline."""
+    pipeline = project.pipeline("push", CI_COMMIT_BEFORE_SHA=before, **ON_MAIN)
+    return pipeline.run_job("gitops-push:apply", needs=True)
+
+
+def tf_input(state_file: Path) -> str:
+    (resource,) = json.loads(state_file.read_text())["resources"]
+    assert resource["type"] == "terraform_data"
+    return str(resource["instances"][0]["attributes"]["input"]["value"])
+
+
 @pytest.mark.slow
 def test_default_branch_pipeline_applies_its_plan_and_drift_checks_it(sample_project):
     project = sample_project
-    git(project.repo, "checkout", "-q", "main")
-    git(project.repo, "merge", "-q", "--no-ff", "feature", "-m", "Merge branch 'feature'")
-    git(project.repo, "push", "-q", "origin", "main")
-    # A GitLab runner checks out the pipeline's commit as a detached HEAD.
-    git(project.repo, "checkout", "-q", "--detach")
-    on_main = {"CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_NAME": "main"}
+    before = push_to_main(project, "Merge branch 'feature'")
 
-    # lint -> plan -> apply, the plans handed over as artifacts of this pipeline.
-    res = project.pipeline("push", **on_main).run_job("gitops-push:apply", needs=True)
+    res = run_default_branch_pipeline(project, before)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert "PASS" in out and "gitops-push:plan" in out
-    state = json.loads(project.state.read_text())
-    (resource,) = state["resources"]
-    assert resource["type"] == "terraform_data"
-    assert resource["instances"][0]["attributes"]["input"]["value"] == "v1"
+    assert tf_input(project.state) == "v1"
     audit = run(["git", "--git-dir", str(project.origin), "rev-parse", "--verify",
                  "refs/heads/gitops-push/audit"])
     assert audit.returncode == 0, "apply must push the audit record to origin"
 
     # A scheduled pipeline right after: nothing drifted.
-    drift = project.pipeline("schedule", **on_main).run_job("gitops-push:drift")
+    drift = project.pipeline("schedule", **ON_MAIN).run_job("gitops-push:drift")
     assert drift.returncode == 0, drift.stdout + drift.stderr
 
     # Someone changes the live resource behind git's back: the drift job fails.
@@ -1035,6 +1061,28 @@ def test_default_branch_pipeline_applies_its_plan_and_drift_checks_it(sample_pro
     for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
         tf = run(["terraform", *args], cwd=outside, env=project.env)
         assert tf.returncode == 0, tf.stdout + tf.stderr
-    drift = project.pipeline("schedule", **on_main).run_job("gitops-push:drift")
+    drift = project.pipeline("schedule", **ON_MAIN).run_job("gitops-push:drift")
     assert drift.returncode != 0, "drift (exit code 4) must fail the scheduled job"
     assert "exit code 4" in drift.stdout or "FAIL" in drift.stdout
+
+
+@pytest.mark.slow
+def test_the_next_pipeline_catches_up_on_one_that_never_applied(sample_project):
+    """A pipeline cancelled (or failed) before apply: the next one applies its changes
+    too, because on the default branch each stack is compared with its last successful
+    deployment in the audit trail, not with the previous push -- and plan must agree
+    with apply on that, or apply finds no saved plan."""
+    project = sample_project
+    res = run_default_branch_pipeline(project, push_to_main(project, "Merge branch 'feature'"))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    app_tf = STACK_TF.format(state=project.state, value="v2")
+    push_to_main(project, "app v2 (its pipeline never runs)", {"stacks/app/main.tf": app_tf})
+    web_state = project.state.with_name("web.tfstate")
+    web_tf = STACK_TF.format(state=web_state, value="w1").replace('"app"', '"web"')
+    before = push_to_main(project, "Add the web stack", {"stacks/web/main.tf": web_tf})
+
+    res = run_default_branch_pipeline(project, before)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert tf_input(project.state) == "v2"
+    assert tf_input(web_state) == "w1"

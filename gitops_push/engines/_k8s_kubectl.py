@@ -26,7 +26,7 @@ from gitops_push.engines._k8s_objects import (
     INVENTORY_LABEL,
     ObjRef,
     dump_yaml,
-    masked,
+    masked_pair,
     ref_of_body,
 )
 from gitops_push.engines.base import EngineContext
@@ -189,7 +189,7 @@ _CAUSES: tuple[tuple[str, str, str], ...] = (
     (r"must be logged in|\(Unauthorized\)|Unauthorized", "",
      "the API server rejected the credentials (401 Unauthorized): the token or client "
      "certificate is missing, invalid or expired"),
-    (r"\(Forbidden\)|is forbidden", r"(?:forbidden|Forbidden\)): ([^\n]+)",
+    (r"\(Forbidden\)|is forbidden", r"(?:\(Forbidden\): (?:[^\n]*? is forbidden: )?|is forbidden: )([^\n]+)",
      "forbidden (403, RBAC): {detail}"),
     (r"no matches for kind|resource mapping not found|the server doesn't have a resource",
      r"(no matches for kind [^\n]+?|the server doesn't have a resource type [^\n]+?)"
@@ -226,7 +226,9 @@ def explain(text: str) -> str:
 
 def _grab(text: str, pattern: str) -> str:
     m = re.search(pattern, text, re.M)
-    return (m.group(1) if m else text.splitlines()[-1] if text else "").strip()
+    if m is None:
+        return text.splitlines()[-1].strip() if text else ""
+    return next((g for g in m.groups() if g), m.group(0)).strip()
 
 
 def _server(text: str) -> str:
@@ -287,7 +289,7 @@ class Kubectl:
             env: Mapping[str, str] | None = None, what: ObjRef | str | None = None,
             ok: Iterable[int] = (0,)) -> proc.Result:
         result = proc.run(
-            self.command(*args), env=env or self.ctx.env, cwd=self.ctx.stack_dir,
+            self.command(*args), env=env or self.ctx.env,
             input=input, check=False, timeout=CALL_TIMEOUT, cancel=self.ctx.cancel,
             on_line=self.ctx.on_line if stream else None, secrets=self.secrets)
         if result.returncode not in tuple(ok):
@@ -478,7 +480,7 @@ def read_diff_dirs(live_dir: Path, merged_dir: Path
         if merged is None:
             continue
         live = _one_doc(live_dir / path.name)
-        out[ref_of_body(merged)] = (masked(live) if live else None, masked(merged))
+        out[ref_of_body(merged)] = masked_pair(live, merged)
     return out
 
 

@@ -150,6 +150,7 @@ def schema_diagnostics(m: Manifest, version: str) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for error in errors[:MAX_SCHEMA_ERRORS]:
         path = list(error.absolute_path)
+        where = _dotted(path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             known = set(error.schema.get("properties", {}))
             extra = sorted(k for k in error.instance if k not in known)
@@ -164,7 +165,6 @@ def schema_diagnostics(m: Manifest, version: str) -> list[Diagnostic]:
             message = error.message
         if len(message) > _MAX_MESSAGE:
             message = message[:_MAX_MESSAGE] + "..."
-        where = _dotted(path)
         out.append(_at(m, "error", f"{describe(m)}: {where}: {message}" if where
                        else f"{describe(m)}: {message}", path))
     if len(errors) > MAX_SCHEMA_ERRORS:
@@ -198,7 +198,7 @@ def secret_diagnostics(m: Manifest) -> list[Diagnostic]:
                    f"{describe(m)}: plain Secret with literal {' and '.join(fields)} "
                    f"(keys: {', '.join(keys)}) committed to git; encrypt it with SOPS or use "
                    "Sealed Secrets / External Secrets instead (values are never shown)",
-                   [next(iter(fields))]))
+                   [min(fields, key=lambda k: key_line(m.node, [k]) or 0)]))
     return out
 
 

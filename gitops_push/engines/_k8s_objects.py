@@ -438,6 +438,20 @@ def masked(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def masked_pair(live: dict[str, Any] | None, merged: dict[str, Any]
+                ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Mask a Secret's before/after values, keeping whether each one changed."""
+    if not is_secret(merged) and not (live and is_secret(live)):
+        return live, merged
+    before, after = (masked(live) if live else None), masked(merged)
+    old = secret_fields(live) if live else {}
+    for key, values in secret_fields(merged).items():
+        for name, value in values.items():
+            if old.get(key, {}).get(name) != value:
+                after[key][name] = SENSITIVE + " (changed)"
+    return before, after
+
+
 def secret_values(body: Mapping[str, Any]) -> list[str]:
     """Every literal a Secret holds, base64 and decoded, for redaction."""
     import base64

@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""Benchmark ``gitops-push plan --parallel`` and the overhead of ``gitops-push apply``.
+
+Run from the repository root:
+
+    .venv/bin/python bench/parallel.py
+
+Everything happens in one temporary directory (removed at the end): a git repository
+with a bare ``origin``, ``N`` independent Terraform stacks made of built-in
+``terraform_data`` resources (no providers, no network, local backend) and a
+``gitops-push.yaml`` listing them. HOME, XDG_CACHE_HOME, TMPDIR and
+GITOPS_PUSH_PLUGIN_CACHE_DIR point inside that directory.
+
+1. ``gitops-push plan --all --parallel 1`` vs ``--parallel 4``: median wall time and
+   speed-up (target >= 1.6x on 2 cores). Each run starts from a fresh checkout
+   (``git clean -fdx``: no state, no ``.terraform``), as in CI.
+2. ``gitops-push apply --all --stack s01`` vs ``terraform init``, ``terraform plan -out``,
+   ``terraform apply PLAN`` by hand in the same directory, each from fresh state
+   (target overhead < 15%). Then one ``-vv`` run shows which commands ``apply`` spends
+   its time in.
+
+Missed targets print FAIL but exit 0; the exit code is non-zero only when a command
+fails or does not do what it should (every stack planned, every resource created).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+TARGET_SPEEDUP = 1.6
+TARGET_OVERHEAD = 0.15
+APPLY_STACK = "s01"
+
+
+class BenchError(Exception):
+    """A command failed or did the wrong thing: the numbers would be meaningless."""
+
+
+@dataclass(frozen=True)
+class Result:
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], *, ok: Sequence[int] = (0,)
+        ) -> Result:
+    start = time.perf_counter()
+    res = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if res.returncode not in ok:
+        raise BenchError(f"{' '.join(cmd)} (in {cwd}) exited {res.returncode}\n"
+                         f"{res.stderr[-3000:]}\n{res.stdout[-1500:]}")
+    return Result(elapsed, res.returncode, res.stdout, res.stderr)
+
+
+# -- the repository ----------------------------------------------------------------------
+def stack_name(i: int) -> str:
+    return f"s{i:02d}"
+
+
+def main_tf(name: str, resources: int) -> str:
+    """A ``terraform fmt``-clean root module of ``resources`` terraform_data resources."""
+    blocks = [
+        'variable "prefix" {\n'
+        "  type    = string\n"
+        f'  default = "{name}"\n'
+        "}\n"
+    ]
+    for r in range(resources):
+        blocks.append(
+            f'resource "terraform_data" "r{r}" {{\n'
+            "  input = {\n"
+            f'    name  = "${{var.prefix}}-{r}"\n'
+            f"    index = {r}\n"
+            "  }\n"
+            "}\n"
+        )
+    ids = ", ".join(f"terraform_data.r{r}.id" for r in range(resources))
+    blocks.append(f'output "ids" {{\n  value = [{ids}]\n}}\n')
+    return "\n".join(blocks)
+
+
+def make_env(workdir: Path) -> dict[str, str]:
+    """A private HOME, caches, git config and identity; no TF_* or CI settings leak in."""
+    home, cache, tmp = workdir / "home", workdir / "cache", workdir / "tmp"
+    for d in (home, cache, tmp):
+        d.mkdir(parents=True, exist_ok=True)
+    gitconfig = workdir / "gitconfig"
+    gitconfig.write_text("")
+    drop = ("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_", "GIT_", "TF_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k != "CI"}
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(cache),
+        TMPDIR=str(tmp),
+        GITOPS_PUSH_PLUGIN_CACHE_DIR=str(workdir / "plugin-cache"),
+        GIT_CONFIG_GLOBAL=str(gitconfig),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="Bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="Bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+        TF_IN_AUTOMATION="1",
+        CHECKPOINT_DISABLE="1",
+    )
+    return env
+
+
+def build_repo(workdir: Path, env: Mapping[str, str], stacks: int, resources: int) -> Path:
+    origin, repo = workdir / "origin.git", workdir / "repo"
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], workdir, env)
+    run(["git", "init", "-q", "-b", "main", str(repo)], workdir, env)
+    lines = ["version: 1", "stacks:"]
+    for i in range(1, stacks + 1):
+        name = stack_name(i)
+        d = repo / "stacks" / name
+        d.mkdir(parents=True)
+        (d / "main.tf").write_text(main_tf(name, resources))
+        lines += [f"  - name: {name}", f"    path: stacks/{name}", "    type: terraform"]
+    (repo / "gitops-push.yaml").write_text("\n".join(lines) + "\n")
+    (repo / ".gitignore").write_text("*.tfstate*\n.terraform*\n*.tfplan\ntfplan\n")
+    fmt = run(["terraform", "fmt", "-check", "-recursive"], repo, env, ok=(0, 3))
+    if fmt.returncode != 0:
+        raise BenchError(f"generated Terraform is not fmt-clean: {fmt.stdout}")
+    for cmd in (
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "Benchmark stacks"],
+        ["git", "remote", "add", "origin", str(origin)],
+        ["git", "push", "-q", "-u", "origin", "main"],
+        ["git", "remote", "set-head", "origin", "main"],
+    ):
+        run(cmd, repo, env)
+    return repo
+
+
+def fresh(repo: Path, env: Mapping[str, str]) -> None:
+    """A fresh CI checkout: no state, no .terraform, no plan files (ignored files go too)."""
+    run(["git", "clean", "-fdxq"], repo, env)
+
+
+def state_resources(stack_dir: Path) -> int:
+    state = stack_dir / "terraform.tfstate"
+    if not state.is_file():
+        return 0
+    return len(json.loads(state.read_text()).get("resources", []))
+
+
+# -- 1. plan --parallel ------------------------------------------------------------------
+def plan_once(gp: str, repo: Path, env: Mapping[str, str], parallel: int, stacks: int,
+              resources: int) -> float:
+    fresh(repo, env)
+    res = run([gp, "plan", "--all", "--parallel", str(parallel), "--output", "json"], repo, env)
+    data = json.loads(res.stdout)["data"]
+    rows = data["stacks"]
+    planned = [s for s in rows if s.get("result") == "planned"]
+    if len(rows) != stacks or len(planned) != stacks:
+        got = {s.get("name"): s.get("result") for s in rows}
+        raise BenchError(f"plan --parallel {parallel}: expected {stacks} planned stacks, got "
+                         f"{got}")
+    return res.seconds
+
+
+# -- 2. apply overhead -------------------------------------------------------------------
+def apply_gitops_push(gp: str, repo: Path, env: Mapping[str, str], resources: int,
+                      verbose: bool = False) -> Result:
+    fresh(repo, env)
+    cmd = [gp, *(["-vv"] if verbose else []), "apply", "--all", "--stack", APPLY_STACK,
+           "--output", "json"]
+    res = run(cmd, repo, env)
+    rows = json.loads(res.stdout)["data"]["stacks"]
+    if [(s.get("name"), s.get("result")) for s in rows] != [(APPLY_STACK, "applied")]:
+        raise BenchError(f"gitops-push apply: expected {APPLY_STACK} applied, got {rows}")
+    made = state_resources(repo / "stacks" / APPLY_STACK)
+    if made != resources:
+        raise BenchError(f"gitops-push apply: state has {made} resources, expected {resources}")
+    return res
+
+
+def apply_by_hand(repo: Path, env: Mapping[str, str], resources: int) -> float:
+    fresh(repo, env)
+    d = repo / "stacks" / APPLY_STACK
+    total = 0.0
+    for cmd in (
+        ["terraform", "init", "-input=false", "-no-color"],
+        ["terraform", "plan", "-input=false", "-no-color", "-out=tfplan"],
+        ["terraform", "apply", "-input=false", "-no-color", "tfplan"],
+    ):
+        total += run(cmd, d, env).seconds
+    made = state_resources(d)
+    if made != resources:
+        raise BenchError(f"terraform apply: state has {made} resources, expected {resources}")
+    return total
+
+
+_EXIT = re.compile(r"exit (-?\d+) after ([0-9.]+)s: (.+?)\s*$")
+
+
+def breakdown(stderr: str) -> dict[str, tuple[int, float]]:
+    """Commands and their summed durations, from ``-vv`` (``exit N after Xs: NAME``) lines."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for line in stderr.splitlines():
+        m = _EXIT.search(line)
+        if m:
+            out[m.group(3)].append(float(m.group(2)))
+    return {k: (len(v), sum(v)) for k, v in out.items()}
+
+
+# -- reporting -----------------------------------------------------------------------------
+def med(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def rng(xs: Sequence[float]) -> str:
+    return f"{min(xs):.2f}-{max(xs):.2f} s"
+
+
+def table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+
+def load1() -> float:
+    """The 1-minute load average (0.0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def wait_quiet(limit: float) -> None:
+    """Wait up to ``limit`` seconds for the 1-minute load to drop below half the CPUs."""
+    cpus = os.cpu_count() or 1
+    deadline = time.monotonic() + limit
+    if limit > 0 and load1() > cpus / 2:
+        print(f"waiting up to {limit:.0f} s for the machine to be quiet (load {load1():.1f})")
+    while load1() > cpus / 2 and time.monotonic() < deadline:
+        time.sleep(5)
+
+
+def load_note(start: float, end: float) -> str:
+    cpus = os.cpu_count() or 1
+    note = f"load average (1 min): {start:.1f} at start, {end:.1f} at end ({cpus} CPUs)"
+    if max(start, end) > cpus:
+        note += ("\nWARNING: the machine was busy during the run (load > CPUs): timings are "
+                 "pessimistic and noisy; re-run when it is quiet (--wait-quiet 600)")
+    return note
+
+def find_gitops_push(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "gitops-push"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("gitops-push")
+    if found is None:
+        raise SystemExit("gitops-push not found: run with the venv python or pass --gitops-push")
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stacks", type=int, default=8, help="independent stacks (default 8)")
+    ap.add_argument("--resources", type=int, default=5,
+                    help="terraform_data resources per stack (default 5)")
+    ap.add_argument("--parallel", type=int, default=4, help="compared with 1 (default 4)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs of each (default 5)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    ap.add_argument("--gitops-push", help="the executable (default: beside this python)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help="first wait up to this long for the load average to drop (default 0)")
+    ap.add_argument("--skip-plan", action="store_true", help="only the apply overhead")
+    ap.add_argument("--skip-apply", action="store_true", help="only plan --parallel")
+    ap.add_argument("--keep", action="store_true", help="do not delete the temp dir; print it")
+    args = ap.parse_args(argv)
+    if args.stacks < 1 or args.resources < 1 or args.runs < 1 or args.warmup < 0:
+        ap.error("--stacks, --resources and --runs must be >= 1, --warmup >= 0")
+    if shutil.which("terraform") is None:
+        raise SystemExit("terraform is not on PATH")
+    gp = find_gitops_push(args.gitops_push)
+    workdir = Path(tempfile.mkdtemp(prefix="gitops-push-bench-parallel-"))
+    try:
+        return _main(args, gp, workdir)
+    except BenchError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.keep:
+            print(f"kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace, gp: str, workdir: Path) -> int:
+    env = make_env(workdir)
+    repo = build_repo(workdir, env, args.stacks, args.resources)
+    tf_version = run(["terraform", "version"], repo, env).stdout.splitlines()[0]
+    print(f"gitops-push plan/apply benchmark  ({time.strftime('%Y-%m-%d %H:%M')}, "
+          f"{platform.node() or 'host'}, {os.cpu_count()} CPUs, python "
+          f"{platform.python_version()}, {tf_version})")
+    print(f"repository: {args.stacks} terraform stacks x {args.resources} terraform_data "
+          f"resources, bare origin, local backend; medians of {args.runs} runs after "
+          f"{args.warmup} warm-up, fresh checkout (git clean -fdx) before each run\n")
+    rows: list[tuple[str, ...]] = [("measure", "median", "min-max", "target", "result")]
+    wait_quiet(args.wait_quiet)
+    load_start = load1()
+
+    if not args.skip_plan:
+        times: dict[int, list[float]] = {1: [], args.parallel: []}
+        for k in range(args.warmup + args.runs):
+            for p in times:  # interleaved, so drift in machine load hits both alike
+                t = plan_once(gp, repo, env, p, args.stacks, args.resources)
+                if k >= args.warmup:
+                    times[p].append(t)
+        serial, par = med(times[1]), med(times[args.parallel])
+        speedup = serial / par
+        rows += [
+            ("plan --all --parallel 1", f"{serial:.2f} s", rng(times[1]), "", ""),
+            (f"plan --all --parallel {args.parallel}", f"{par:.2f} s",
+             rng(times[args.parallel]), "", ""),
+            (f"speed-up 1 -> {args.parallel}", f"{speedup:.2f}x", "", f">= {TARGET_SPEEDUP}x",
+             "PASS" if speedup >= TARGET_SPEEDUP else "FAIL"),
+        ]
+
+    extra: list[str] = []
+    if not args.skip_apply:
+        gp_t: list[float] = []
+        tf_t: list[float] = []
+        for k in range(args.warmup + args.runs):
+            g = apply_gitops_push(gp, repo, env, args.resources).seconds
+            t = apply_by_hand(repo, env, args.resources)
+            if k >= args.warmup:
+                gp_t.append(g)
+                tf_t.append(t)
+        g_med, t_med = med(gp_t), med(tf_t)
+        overhead = g_med / t_med - 1
+        rows += [
+            (f"apply --all --stack {APPLY_STACK}", f"{g_med:.2f} s", rng(gp_t), "", ""),
+            ("terraform init+plan+apply", f"{t_med:.2f} s", rng(tf_t), "", ""),
+            ("apply overhead", f"{overhead * 100:+.0f}%", f"{g_med - t_med:+.2f} s",
+             f"< {TARGET_OVERHEAD * 100:.0f}%", "PASS" if overhead < TARGET_OVERHEAD else "FAIL"),
+        ]
+        verbose = apply_gitops_push(gp, repo, env, args.resources, verbose=True)
+        parts = breakdown(verbose.stderr)
+        if parts:
+            total = sum(s for _, s in parts.values())
+            extra.append(f"one gitops-push -vv apply ({verbose.seconds:.2f} s wall): "
+                         f"{sum(n for n, _ in parts.values())} commands, {total:.2f} s in them")
+            for name, (n, s) in sorted(parts.items(), key=lambda kv: -kv[1][1]):
+                extra.append(f"  {name:<22} x{n:<3} {s:.2f} s")
+            extra.append(f"  (outside commands: {verbose.seconds - total:.2f} s: python start-up, "
+                         "imports, git plumbing in-process, polling)")
+
+    load_end = load1()
+    table(rows)
+    print(f"\n{load_note(load_start, load_end)}")
+    if extra:
+        print()
+        print("\n".join(extra))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""The deploy workflow end to end: real git with a bare origin, real terraform.
+
+Stacks use only ``terraform_data`` and the local backend (state in the stack directory,
+git-ignored), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import GitRepo, git
+
+from gitops_push.cli import run
+from gitops_push.errors import ExitCode
+
+pytestmark = pytest.mark.slow
+
+
+def tf(value: str = "1", *, extra: str = "") -> str:
+    return (f'resource "terraform_data" "r" {{\n  input = "{value}"\n}}\n'
+            f'{extra}')
+
+
+FAIL_TF = ('resource "terraform_data" "boom" {\n  provisioner "local-exec" {\n'
+           '    command = "echo provisioner failing >&2; exit 1"\n  }\n}\n')
+SLOW_TF = ('resource "terraform_data" "slow" {\n  provisioner "local-exec" {\n'
+           '    command = "sleep 30"\n  }\n}\n')
+
+
+def config(*stacks: tuple[str, list[str]]) -> str:
+    lines = ["version: 1", "stacks:"]
+    for name, deps in stacks:
+        lines += [f"  - name: {name}", f"    path: stacks/{name}", "    type: terraform"]
+        if deps:
+            lines.append(f"    depends_on: [{', '.join(deps)}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def deploy_repo(make_repo: Callable[..., GitRepo]) -> GitRepo:
+    """net <- app <- web, and an independent solo stack."""
+    return make_repo({
+        ".gitignore": "*.tfstate\n*.tfstate.*\n.terraform*\n",
+        "gitops-push.yaml": config(("net", []), ("app", ["net"]), ("web", ["app"]),
+                                   ("solo", [])),
+        "stacks/net/main.tf": tf("n1"),
+        "stacks/app/main.tf": tf("a1"),
+        "stacks/web/main.tf": tf("w1"),
+        "stacks/solo/main.tf": tf("s1"),
+    })
+
+
+def gp(r: GitRepo, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+    """Run gitops-push in-process with --output json: (exit code, envelope)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    old = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            code = run(["-C", str(r.path), *args, "--output", "json"])
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    text = out.getvalue()
+    return code, json.loads(text) if text.strip() else {}
+
+
+def gp_proc(r: GitRepo, *args: str, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "gitops_push", "-C", str(r.path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def results(envelope: dict) -> dict[str, str]:
+    return {s["name"]: s["result"] for s in envelope["data"]["stacks"]}
+
+
+def audit_records(r: GitRepo) -> list[dict]:
+    r.git("fetch", "-q", "origin", "+refs/heads/gitops-push/audit:refs/remotes/origin/gp-audit")
+    files = r.git("ls-tree", "-r", "--name-only", "origin/gp-audit").split("\n")
+    return [json.loads(r.git("show", f"origin/gp-audit:{f}")) for f in files if f.endswith(".json")]
+
+
+# -- plan ----------------------------------------------------------------------------------
+def test_plan_on_a_branch_plans_only_changed_stacks(deploy_repo: GitRepo) -> None:
+    deploy_repo.git("checkout", "-q", "-b", "feature")
+    deploy_repo.commit("x", {"stacks/app/main.tf": tf("a2")})
+    code, env = gp(deploy_repo, "plan", "--detailed-exitcode")
+    assert code == ExitCode.CHANGES_PENDING
+    assert results(env) == {"app": "planned"}
+    assert env["data"]["stacks"][0]["counts"] == {"add": 1, "change": 0, "destroy": 0,
+                                                  "replace": 0}
+
+
+def test_plan_writes_a_markdown_summary(deploy_repo: GitRepo, tmp_path: Path) -> None:
+    md = tmp_path / "plan.md"
+    code, _ = gp(deploy_repo, "plan", "--all", "--summary-md", str(md),
+                 env={"GITHUB_STEP_SUMMARY": str(tmp_path / "step.md")})
+    assert code == 0
+    text = md.read_text()
+    assert "| `net` | ✅ planned |" in text and "terraform\\_data.r" not in text
+    assert "`terraform_data.r`" in text
+    assert (tmp_path / "step.md").read_text() == text + "\n"
+
+
+# -- apply: waves, failures, dependents -----------------------------------------------------
+def test_a_failing_stack_skips_its_dependents_while_independent_stacks_go_on(
+        deploy_repo: GitRepo) -> None:
+    deploy_repo.commit("break net", {"stacks/net/main.tf": FAIL_TF}, push=True)
+    code, env = gp(deploy_repo, "apply", "--parallel", "2")
+    assert code == ExitCode.FAILED
+    assert results(env) == {"net": "failed", "solo": "applied", "app": "skipped",
+                            "web": "skipped"}
+    by_name = {s["name"]: s for s in env["data"]["stacks"]}
+    assert by_name["app"]["message"] == "skipped: dependency failed (net)"
+    assert "provisioner failing" in by_name["net"]["error"]
+    assert env["status"] == "partial"
+
+
+def test_the_next_run_retries_what_failed_using_the_audit_trail(deploy_repo: GitRepo) -> None:
+    deploy_repo.commit("break net", {"stacks/net/main.tf": FAIL_TF}, push=True)
+    assert gp(deploy_repo, "apply")[0] == ExitCode.FAILED
+    deploy_repo.commit("fix net", {"stacks/net/main.tf": tf("n2")}, push=True)
+    code, env = gp(deploy_repo, "apply")
+    assert code == 0
+    # solo was deployed by the failed run and has not changed since: not selected again
+    assert results(env) == {"net": "applied", "app": "applied", "web": "applied"}
+    code, env = gp(deploy_repo, "apply")
+    assert code == 0 and results(env) == {}
+
+
+def test_saved_plans_are_applied_by_a_second_process(deploy_repo: GitRepo, tmp_path: Path
+                                                      ) -> None:
+    plans = tmp_path / "plans"
+    p = gp_proc(deploy_repo, "plan", "--plan-dir", str(plans))
+    assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
+    assert (plans / "net" / "gitops-push-plan.json").is_file()
+    p = gp_proc(deploy_repo, "apply", "--plan-dir", str(plans), "--output", "json")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert set(results(json.loads(out)).values()) == {"applied"}
+
+
+def test_a_plan_saved_for_another_commit_is_refused(deploy_repo: GitRepo, tmp_path: Path
+                                                    ) -> None:
+    plans = tmp_path / "plans"
+    assert gp(deploy_repo, "plan", "--stack", "solo", "--plan-dir", str(plans))[0] == 0
+    deploy_repo.commit("move on", {"README.md": "x\n"}, push=True)
+    code, env = gp(deploy_repo, "apply", "--stack", "solo", "--plan-dir", str(plans))
+    assert code == ExitCode.FAILED
+    assert "re-run plan for this commit" in env["data"]["stacks"][0]["message"]
+
+
+def test_a_plan_whose_files_changed_is_refused(deploy_repo: GitRepo, tmp_path: Path) -> None:
+    plans = tmp_path / "plans"
+    assert gp(deploy_repo, "plan", "--stack", "solo", "--plan-dir", str(plans))[0] == 0
+    meta = plans / "solo" / "gitops-push-plan.json"
+    data = json.loads(meta.read_text())
+    data["files_hash"] = "0" * 64
+    meta.write_text(json.dumps(data))
+    code, env = gp(deploy_repo, "apply", "--stack", "solo", "--plan-dir", str(plans))
+    assert code == ExitCode.FAILED
+    assert "file hash differs" in env["data"]["stacks"][0]["message"]
+
+
+# -- guards ---------------------------------------------------------------------------------
+def test_apply_is_refused_off_the_default_branch(deploy_repo: GitRepo) -> None:
+    deploy_repo.git("checkout", "-q", "-b", "feature")
+    code, env = gp(deploy_repo, "apply")
+    assert code == ExitCode.USAGE
+    assert "only the default branch 'main'" in env["errors"][0]["message"]
+
+
+def test_allow_branch_overrides_and_is_recorded(deploy_repo: GitRepo) -> None:
+    deploy_repo.git("checkout", "-q", "-b", "hotfix")
+    code, _ = gp(deploy_repo, "apply", "--stack", "solo", "--allow-branch")
+    assert code == 0
+    finished = [r for r in audit_records(deploy_repo) if r["phase"] == "finished"]
+    assert finished[-1]["allow_branch"] is True and finished[-1]["branch"] == "hotfix"
+
+
+def test_apply_is_refused_on_a_dirty_tree(deploy_repo: GitRepo) -> None:
+    (deploy_repo.path / "stacks/net/extra.tf").write_text("# not committed\n")
+    code, env = gp(deploy_repo, "apply")
+    assert code == ExitCode.USAGE
+    assert "dirty working tree" in env["errors"][0]["message"]
+    assert "stacks/net/extra.tf" in env["errors"][0]["message"]
+
+
+def test_an_older_pipeline_never_rolls_back_a_newer_deployment(deploy_repo: GitRepo,
+                                                               tmp_path: Path) -> None:
+    old = deploy_repo.head()
+    deploy_repo.commit("newer", {"stacks/solo/main.tf": tf("s2")}, push=True)
+    assert gp(deploy_repo, "apply")[0] == 0
+    older = tmp_path / "older"
+    git(tmp_path, "clone", "-q", str(deploy_repo.origin), str(older))
+    git(older, "checkout", "-q", "-B", "main", old)
+    code, env = gp(GitRepo(older, deploy_repo.origin), "apply")
+    assert code == 0
+    assert set(results(env).values()) == {"skipped"}
+    assert "already deployed from newer commit" in env["data"]["stacks"][0]["message"]
+
+
+def test_a_removed_stack_is_destroyed_only_with_allow_destroy(deploy_repo: GitRepo) -> None:
+    assert gp(deploy_repo, "apply")[0] == 0
+    cfg = config(("net", []), ("app", ["net"]), ("web", ["app"]))
+    deploy_repo.commit("remove solo", {"stacks/solo/main.tf": None, "gitops-push.yaml": cfg},
+                       push=True)
+    code, env = gp(deploy_repo, "apply")
+    assert code == ExitCode.USAGE
+    assert "would be DESTROYED: solo" in env["errors"][0]["message"]
+    code, env = gp(deploy_repo, "apply", "--allow-destroy")
+    assert code == 0 and results(env) == {"solo": "destroyed"}
+
+
+# -- locks ------------------------------------------------------------------------------------
+def test_a_held_lock_makes_apply_wait_then_fail_naming_the_holder(deploy_repo: GitRepo) -> None:
+    from gitops_push.git import Repo
+    from gitops_push.lock import LockSet
+
+    holder = LockSet(Repo(deploy_repo.path), {"run_id": "other-run", "actor": "alice",
+                                              "pipeline_url": "https://ci.example/p/1"},
+                     heartbeat=False)
+    holder.acquire("solo")
+    try:
+        code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "1s")
+    finally:
+        holder.release_all()
+    assert code == ExitCode.FAILED
+    error = env["data"]["stacks"][0]["error"]
+    assert "alice" in error and "https://ci.example/p/1" in error
+
+
+def test_two_concurrent_applies_of_one_stack_never_overlap(deploy_repo: GitRepo,
+                                                           tmp_path: Path) -> None:
+    marker = tmp_path / "inside"
+    body = ('resource "terraform_data" "x" {\n  input = "v2"\n  provisioner "local-exec" {\n'
+            f'    command = "test ! -e {marker} && touch {marker} && sleep 2 && rm {marker}"\n'
+            "  }\n}\n")
+    deploy_repo.commit("v2", {"stacks/solo/main.tf": body}, push=True)
+    clone = tmp_path / "clone2"
+    git(tmp_path, "clone", "-q", str(deploy_repo.origin), str(clone))
+    procs = [gp_proc(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "60s"),
+             gp_proc(GitRepo(clone, deploy_repo.origin), "apply", "--stack", "solo",
+                     "--lock-timeout", "60s")]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0], [p.stderr.read() for p in procs if p.stderr]
+
+
+# -- audit --------------------------------------------------------------------------------------
+def test_eight_concurrent_applies_all_leave_records_and_the_chain_verifies(
+        make_repo: Callable[..., GitRepo], tmp_path: Path) -> None:
+    names = [f"s{i}" for i in range(8)]
+    files = {".gitignore": "*.tfstate*\n.terraform*\n",
+             "gitops-push.yaml": config(*((n, []) for n in names))}
+    files.update({f"stacks/{n}/main.tf": tf(n) for n in names})
+    r = make_repo(files)
+    clones = []
+    for n in names:
+        c = tmp_path / f"clone-{n}"
+        git(tmp_path, "clone", "-q", str(r.origin), str(c))
+        clones.append(GitRepo(c, r.origin))
+    procs = [gp_proc(c, "apply", "--stack", n) for c, n in zip(clones, names, strict=True)]
+    codes = [p.wait(timeout=240) for p in procs]
+    assert codes == [0] * 8, [p.stderr.read()[-2000:] for p in procs if p.stderr]
+    records = audit_records(r)
+    finished = {r_["run_id"] for r_ in records if r_["phase"] == "finished"}
+    assert len(finished) == 8 and len(records) == 16
+    code, env = gp(r, "audit", "verify")
+    assert code == 0 and env["data"]["ok"] is True
+
+
+def test_a_tampered_record_fails_verification(deploy_repo: GitRepo, tmp_path: Path) -> None:
+    assert gp(deploy_repo, "apply", "--stack", "solo")[0] == 0
+    work = tmp_path / "tamper"
+    git(tmp_path, "clone", "-q", "-b", "gitops-push/audit", str(deploy_repo.origin), str(work))
+    record = next(p for p in work.rglob("*.json") if "finished" in p.name)
+    data = json.loads(record.read_text())
+    data["actor"] = "mallory"
+    record.write_text(json.dumps(data))
+    git(work, "commit", "-qam", "innocent")
+    git(work, "push", "-q", "origin", "gitops-push/audit")
+    code, env = gp(deploy_repo, "audit", "verify")
+    assert code == ExitCode.AUDIT_INVALID
+    assert env["data"]["ok"] is False and env["data"]["problems"]
+
+
+def test_a_rejected_push_keeps_the_record_in_the_spool_until_the_next_run(
+        deploy_repo: GitRepo) -> None:
+    hook = deploy_repo.origin / "hooks" / "pre-receive"
+    # origin refuses the audit branch only (locks still work): the record must survive
+    hook.write_text("#!/bin/sh\nwhile read old new ref; do\n"
+                    "  [ \"$ref\" = refs/heads/gitops-push/audit ] && "
+                    "{ echo 'audit pushes disabled' >&2; exit 1; }\ndone\nexit 0\n")
+    hook.chmod(0o755)
+    code, env = gp(deploy_repo, "apply", "--stack", "solo")
+    assert code == ExitCode.AUDIT_NOT_PUSHED
+    assert env["data"]["audit"]["pushed"] is False
+    spool = Path(env["data"]["audit"]["spool"])
+    assert spool.is_file()
+    hook.unlink()
+    deploy_repo.commit("next", {"stacks/solo/main.tf": tf("s3")}, push=True)
+    code, env = gp(deploy_repo, "apply", "--stack", "solo")
+    assert code == 0
+    assert any("left in the spool" in w for w in env["warnings"])
+    assert not spool.exists()
+    run_ids = {r["run_id"] for r in audit_records(deploy_repo)}
+    assert len(run_ids) == 2
+
+
+def test_a_killed_run_is_reported_by_the_next_one(deploy_repo: GitRepo) -> None:
+    deploy_repo.commit("slow", {"stacks/solo/main.tf": SLOW_TF}, push=True)
+    p = gp_proc(deploy_repo, "apply", "--stack", "solo")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(r["phase"] == "started" for r in _try_records(deploy_repo)):
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    # the killed run's terraform child keeps running in its own process group: stop it
+    subprocess.run(["pkill", "-f", "sleep 30"], check=False)
+    deploy_repo.commit("fast", {"stacks/solo/main.tf": tf("s9")}, push=True)
+    code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "2s")
+    assert any("never finished: it was interrupted" in w for w in env["warnings"])
+    # its lock is still held until it expires: the error names the dead run's lock
+    assert code in (0, ExitCode.FAILED)
+
+
+def _try_records(r: GitRepo) -> list[dict]:
+    try:
+        return audit_records(r)
+    except AssertionError:
+        return []
+
+
+def test_sigterm_stops_terraform_and_records_the_interruption(deploy_repo: GitRepo) -> None:
+    deploy_repo.commit("slow", {"stacks/solo/main.tf": SLOW_TF}, push=True)
+    p = gp_proc(deploy_repo, "apply", "--stack", "solo", "--output", "json")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            r["phase"] == "started" for r in _try_records(deploy_repo)):
+        time.sleep(0.2)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == ExitCode.TERMINATED
+    assert json.loads(out)["data"]["interrupted"] is True
+    finished = [r for r in audit_records(deploy_repo) if r["phase"] == "finished"]
+    assert finished[-1]["outcome"] == "interrupted"
+    # the lock was released: a new run can take it at once
+    deploy_repo.commit("fast", {"stacks/solo/main.tf": tf("s9")}, push=True)
+    assert gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "1s")[0] == 0
+
+
+# -- drift and rollback ---------------------------------------------------------------------------
+def test_drift_is_detected_with_its_exit_code_and_fixed(deploy_repo: GitRepo) -> None:
+    assert gp(deploy_repo, "apply")[0] == 0
+    subprocess.run(["terraform", "apply", "-auto-approve", "-input=false", "-no-color",
+                    "-replace=terraform_data.r"], cwd=deploy_repo.path / "stacks/solo",
+                   check=True, capture_output=True, env={**os.environ, "TF_DATA_DIR": str(
+                       deploy_repo.path.parent / "manual-tf")})
+    (deploy_repo.path / "stacks/net/main.tf").write_text(tf("hand-edited"))
+    subprocess.run(["terraform", "init", "-input=false"], cwd=deploy_repo.path / "stacks/net",
+                   check=True, capture_output=True)
+    subprocess.run(["terraform", "apply", "-auto-approve", "-input=false"],
+                   cwd=deploy_repo.path / "stacks/net", check=True, capture_output=True)
+    deploy_repo.git("checkout", "--", "stacks/net/main.tf")
+    code, env = gp(deploy_repo, "drift")
+    assert code == ExitCode.DRIFT_DETECTED
+    assert results(env)["net"] == "drifted"
+    assert env["data"]["stacks"][[s["name"] for s in env["data"]["stacks"]].index("net")][
+        "drift"]["items"]
+    code, env = gp(deploy_repo, "drift", "--fix")
+    assert code == 0 and results(env)["net"] == "fixed"
+    assert gp(deploy_repo, "drift")[0] == 0
+
+
+def test_rollback_commits_pushes_and_applies(deploy_repo: GitRepo) -> None:
+    assert gp(deploy_repo, "apply")[0] == 0
+    good = deploy_repo.head()
+    deploy_repo.commit("bad change", {"stacks/solo/main.tf": tf("bad")}, push=True)
+    assert gp(deploy_repo, "apply")[0] == 0
+    code, env = gp(deploy_repo, "rollback", "--to", good, "--dry-run")
+    assert code == 0 and results(env) == {"solo": "planned"}
+    assert deploy_repo.head() != good and "bad" in (deploy_repo.path / "stacks/solo/main.tf"
+                                                    ).read_text()
+    code, env = gp(deploy_repo, "rollback", "--to", good)
+    assert code == 0 and results(env) == {"solo": "applied"}
+    assert (deploy_repo.path / "stacks/solo/main.tf").read_text() == tf("s1")
+    assert deploy_repo.git("rev-parse", "origin/main") == deploy_repo.head()
+    assert "Rollback-To: " + good in deploy_repo.git("log", "-1", "--format=%B")
+    last = [r for r in audit_records(deploy_repo) if r["phase"] == "finished"][-1]
+    assert last["command"] == "rollback" and last["rollback_to"] == good
+
+
+def test_no_secret_reaches_any_record(make_repo: Callable[..., GitRepo], tmp_path: Path) -> None:
+    secret = "hunter2-very-secret-value"
+    body = ('variable "password" {\n  type      = string\n  sensitive = true\n}\n'
+            'resource "terraform_data" "db" {\n  input = var.password\n}\n'
+            'output "pw" {\n  value     = var.password\n  sensitive = true\n}\n')
+    r = make_repo({".gitignore": "*.tfstate*\n.terraform*\n",
+                   "gitops-push.yaml": ("version: 1\nstacks:\n  - name: db\n    path: db\n"
+                                        "    type: terraform\n    terraform:\n"
+                                        "      env: [TF_VAR_password]\n"),
+                   "db/main.tf": body})
+    md = tmp_path / "summary.md"
+    p = gp_proc(r, "apply", "--output", "json", "--summary-md", str(md),
+                env={**os.environ, "TF_VAR_password": secret})
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert secret not in out and secret not in err and secret not in md.read_text()
+    for rec in audit_records(r):
+        assert secret not in json.dumps(rec)
