@@ -54,7 +54,8 @@ def utcnow() -> datetime:
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC ISO 8601 to the millisecond: what a lock message stores."""
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def lock_ref(stack: str) -> str:
@@ -354,8 +355,10 @@ class LockSet(LockStore):
 
     def _new_info(self, stack: str, acquired: datetime | None = None) -> LockInfo:
         now = self.clock()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored
         info = LockInfo(stack, lock_ref(stack), "", self.owner, acquired or now,
-                        now + timedelta(seconds=self.ttl), now if acquired else None)
+                        now + timedelta(milliseconds=round(self.ttl * 1000)),
+                        now if acquired else None)
         return replace(info, sha=self._commit(info))
 
     # -- acquire ------------------------------------------------------------------------

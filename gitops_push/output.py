@@ -419,7 +419,7 @@ def _md_details(o: Any) -> list[str]:
         fence = "```"
         while fence in tail:
             fence += "`"
-        out += ["", fence + "text", visible(tail).replace("\\n", "\n"), fence]
+        out += ["", fence + "text", *(visible(line) for line in tail.splitlines()), fence]
     return out
 
 

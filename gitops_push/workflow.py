@@ -109,16 +109,14 @@ def phase_env(stack: Stack, phase: str, environ: Mapping[str, str]) -> tuple[dic
     """
     names = engines.spec(stack.type).env_names(stack.settings)
     env = proc.filtered_env(environ, names)
-    secrets = [environ[n] for n in names if n in environ]
+    # gitops-push's own settings (GITOPS_PUSH_TERRAFORM_BIN) are not secrets
+    secrets = [environ[n] for n in names if n in environ and not n.startswith("GITOPS_PUSH_")]
     creds = stack.credentials.get(phase)
     if creds is not None:
         for target, source in creds.env.items():
             if source in environ:
                 env[target] = environ[source]
                 secrets.append(environ[source])
-    for key in (ci_env.ENV_TERRAFORM_BIN,):
-        if key in environ:
-            env[key] = environ[key]
     return env, tuple(s for s in secrets if len(s) >= 4)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["fixtures_kube"]
 
 REAL_HOME = Path(os.path.expanduser("~"))
 

@@ -2560,10 +2560,16 @@ def _self_signed_cert() -> tuple[bytes, bytes]:
     """A fresh self-signed ECDSA serving certificate for 127.0.0.1/localhost (PEM cert, key)."""
     import ipaddress
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "the Kubernetes API emulator needs the 'cryptography' package to serve TLS (kubectl "
+            "sends a token only over TLS); install the test extra, or use "
+            "KubeApiServer(tls=False) without a token") from err
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-emulator")])

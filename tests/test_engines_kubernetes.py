@@ -9,8 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -573,8 +572,9 @@ def test_kubeconfig_tokens_and_keys_are_redacted_from_kubectl_output(
 
 
 def test_kubeconfig_secrets_cover_tokens_passwords_and_client_keys(tmp_path: Path) -> None:
-    pem = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n" \
-          "-----END EC PRIVATE KEY-----\n"
+    pem = ("-----BEGIN EC PRIVATE KEY-----\n"
+           "MHcCAQEEIAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n"
+           "-----END EC PRIVATE KEY-----\n")
     (tmp_path / "token").write_text("file-token-abcdef\n")
     (tmp_path / "config").write_text(yaml.safe_dump({"users": [
         {"name": "a", "user": {"token": "bearer-123456"}},
@@ -705,7 +705,7 @@ def test_lint_warns_about_plain_secrets_without_showing_values(offline: Deployer
     assert result.ok
     [(severity, where, message)] = diagnostics(result)
     assert (severity, where) == ("warning", "k8s/s.yaml:6")
-    assert "plain Secret with literal stringData and data" in message
+    assert "plain Secret with literal data and stringData" in message
     assert "SOPS" in message and "password, token" in message
     assert PASSWORD not in message and TOKEN not in message
     assert base64.b64encode(TOKEN.encode()).decode() not in message
@@ -748,3 +748,121 @@ def test_lint_rejects_a_stack_name_that_cannot_be_a_label_value(offline: Deploye
     offline.write({"a.yaml": docs(configmap("a"))})
     assert "cannot be the value of the gitops-push.io/stack label" in diagnostics(
         offline.lint())[0][2]
+
+
+def test_a_destroy_plan_deletes_everything_the_stack_applied(deployer: Deployer, kube: Any
+                                                             ) -> None:
+    deployer.write({"a.yaml": docs(configmap("a"), configmap("b"))})
+    deployer.apply()
+    kube.apply(configmap("unrelated"))
+    plan = deployer.plan(destroy=True)
+    ns = kube.namespace
+    assert actions(plan) == {f"ConfigMap/{ns}/a": "delete", f"ConfigMap/{ns}/b": "delete"}
+    ctx = deployer.ctx("apply")
+    deployer.engine.apply(deployer.stack, ctx, deployer.engine.load_plan(
+        deployer.stack, ctx, ctx.work_dir))
+    assert kube.get("configmap", "a") is None and kube.get("configmap", "b") is None
+    assert kube.get("configmap", "gitops-push-inventory-web") is None
+    assert kube.get("configmap", "unrelated") is not None
+
+
+def test_apply_refuses_a_plan_made_before_another_apply(deployer: Deployer, kube: Any) -> None:
+    deployer.write({"a.yaml": docs(configmap("a"))})
+    deployer.plan()
+    ctx = deployer.ctx("apply")
+    stale = deployer.engine.load_plan(deployer.stack, ctx, ctx.work_dir)
+    other = Deployer(deployer.root, deployer.env, settings_text=deployer.settings_text)
+    other.root = deployer.root / "other-job"
+    other.write({"a.yaml": docs(configmap("a"), configmap("b"))})
+    other.apply()
+    with pytest.raises(UserError, match="the plan is stale: the stack was applied after"):
+        deployer.engine.apply(deployer.stack, ctx, stale)
+
+
+# -- pure pieces --------------------------------------------------------------------------
+
+def test_check_names_how_to_install_kubectl(tmp_path: Path) -> None:
+    stack = Stack("web", "k8s", "kubernetes", settings=k8s.KubernetesSettings())
+    with pytest.raises(ToolError) as info:
+        k8s.KubernetesEngine().check([stack], {"PATH": str(tmp_path)})
+    assert "kubectl is needed for the Kubernetes stacks (web)" in info.value.message
+    assert "https://kubernetes.io/docs/tasks/tools/" in info.value.message
+    k8s.KubernetesEngine().check([stack], os.environ)  # the real one is fine
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    ('E1126 06:39:22.710964   18842 memcache.go:265] "Unhandled Error" err="couldn\'t get '
+     'current server API group list: Get \\"https://127.0.0.1:1/api?timeout=32s\\": dial tcp '
+     '127.0.0.1:1: connect: connection refused"\nThe connection to the server 127.0.0.1:1 was '
+     'refused - did you specify the right host or port?',
+     "cannot reach the Kubernetes API server at 127.0.0.1:1: "),
+    ("error: You must be logged in to the server (Unauthorized)",
+     "the API server rejected the credentials (401 Unauthorized)"),
+    ('Error from server (Forbidden): configmaps "a" is forbidden: User "ci" cannot patch '
+     'resource "configmaps" in API group "" in the namespace "web"',
+     'forbidden (403, RBAC): User "ci" cannot patch resource "configmaps"'),
+    ('error: resource mapping not found for name: "w" namespace: "" from "STDIN": no matches '
+     'for kind "Widget" in version "example.com/v1"\nensure CRDs are installed first',
+     'unknown kind: no matches for kind "Widget" in version "example.com/v1"'),
+    ('Error from server (NotFound): namespaces "web" not found',
+     'namespace "web" does not exist'),
+    ('The Deployment "web" is invalid: spec.replicas: Invalid value: -1: must be greater than '
+     'or equal to 0', "invalid object: spec.replicas: Invalid value: -1"),
+    ("error: context was not found for specified context: prod",
+     "the kubeconfig has no such context (prod)"),
+    ("error: something new", "something new"),
+])
+def test_kubectl_failures_are_explained_in_one_sentence(output: str, expected: str) -> None:
+    assert explain(output).startswith(expected)
+
+
+def test_server_side_apply_conflicts_name_managers_and_fields() -> None:
+    one = ('error: Apply failed with 1 conflict: conflict with "kubectl-edit" using apps/v1: '
+           '.spec.replicas\nPlease review the fields above--they currently have other managers.')
+    assert conflicts(one) == [("kubectl-edit", ".spec.replicas")]
+    many = ('Apply failed with 2 conflicts: conflicts with "helm":\n- .data.a\n- .data.b\n'
+            'Please review the fields above')
+    assert conflicts(many) == [("helm", ".data.a"), ("helm", ".data.b")]
+    managers = 'Apply failed with 2 conflicts: conflicts with\n"a":\n- .x\n"b" using v1:\n- .y'
+    assert conflicts(managers) == [("a", ".x"), ("b", ".y")]
+    assert ('.data.a (owned by field manager "helm"); .data.b (owned by field manager "helm")'
+            in explain(many))
+
+
+def test_changed_paths_name_list_items_by_name() -> None:
+    live = {"spec": {"replicas": 1, "containers": [{"name": "a", "image": "x"},
+                                                    {"name": "b", "image": "y"}],
+                     "args": ["1", "2"]},
+            "metadata": {"labels": {"app.kubernetes.io/name": "w"}}}
+    merged = {"spec": {"replicas": 2, "containers": [{"name": "a", "image": "x"},
+                                                      {"name": "b", "image": "z"}],
+                       "args": ["1", "3"]},
+              "metadata": {"labels": {"app.kubernetes.io/name": "v"}}}
+    assert changed_paths(live, merged) == [
+        'metadata.labels["app.kubernetes.io/name"]', "spec.args[1]",
+        "spec.containers[name=b].image", "spec.replicas"]
+
+
+def test_rollout_status_rules() -> None:
+    dep: dict[str, Any] = {"metadata": {"generation": 2}, "spec": {"replicas": 2},
+                           "status": {"observedGeneration": 1}}
+    assert deployment_status(dep)[0] == "waiting"
+    dep["status"] = {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2,
+                     "availableReplicas": 2}
+    assert deployment_status(dep) == ("waiting", "1 old replicas pending termination")
+    dep["status"]["replicas"] = 2
+    assert deployment_status(dep) == ("done", "rolled out (2 replicas available)")
+    dep["status"]["conditions"] = [{"type": "Progressing", "status": "False",
+                                    "reason": "ProgressDeadlineExceeded", "message": "slow"}]
+    assert deployment_status(dep) == ("failed",
+                                      "Progressing=False ProgressDeadlineExceeded: slow")
+    job = {"status": {"conditions": [{"type": "Failed", "status": "True",
+                                      "reason": "BackoffLimitExceeded"}]}}
+    assert job_status(job) == ("failed", "Failed=True BackoffLimitExceeded")
+
+
+def test_inventory_names_are_valid_and_unique() -> None:
+    assert k8s.inventory_name("web") == "gitops-push-inventory-web"
+    a, b = k8s.inventory_name("a_b"), k8s.inventory_name("a-b")
+    assert a != b and a.startswith("gitops-push-inventory-a-b-")
+

@@ -29,7 +29,6 @@ from kube_apiserver import (
 if TYPE_CHECKING:
     from fixtures_kube import KubeCluster
 
-pytest_plugins = ["fixtures_kube"]
 
 PAUSE = "registry.k8s.io/pause:3.9"
 

@@ -189,7 +189,8 @@ _CAUSES: tuple[tuple[str, str, str], ...] = (
     (r"must be logged in|\(Unauthorized\)|Unauthorized", "",
      "the API server rejected the credentials (401 Unauthorized): the token or client "
      "certificate is missing, invalid or expired"),
-    (r"\(Forbidden\)|is forbidden", r"(?:\(Forbidden\): (?:[^\n]*? is forbidden: )?|is forbidden: )([^\n]+)",
+    (r"\(Forbidden\)|is forbidden",
+     r"(?:\(Forbidden\): (?:[^\n]*? is forbidden: )?|is forbidden: )([^\n]+)",
      "forbidden (403, RBAC): {detail}"),
     (r"no matches for kind|resource mapping not found|the server doesn't have a resource",
      r"(no matches for kind [^\n]+?|the server doesn't have a resource type [^\n]+?)"

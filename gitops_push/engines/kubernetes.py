@@ -15,6 +15,7 @@ import json
 import re
 import secrets as secrets_mod
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -252,6 +253,18 @@ def _digest_matches(fields: Mapping[str, Any], recorded: str) -> bool:
 
 class KubernetesEngine:
     name = "kubernetes"
+
+    def __init__(self) -> None:
+        self._versions: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _version(self, kc: Kubectl) -> str:
+        """kubectl's version, asked once per run (it is the same binary for every stack)."""
+        path = kc.ctx.env.get("PATH", "")
+        with self._lock:
+            if path not in self._versions:
+                self._versions[path] = kc.version()
+            return self._versions[path]
 
     # -- check ----------------------------------------------------------------------
     def check(self, stacks: list[Stack], env: Mapping[str, str]) -> None:
@@ -500,7 +513,7 @@ class KubernetesEngine:
         elif gone:
             notes.append(f"{len(gone)} object(s) removed from git are left in the cluster "
                          "(prune: false)")
-        version = target.kubectl.version()
+        version = self._version(target.kubectl)
         self._save(ctx, stack, s, target, inventory, desired, changes, prune, notes, destroy,
                    version)
         return PlanResult(stack.name, tuple(changes), destroy=destroy, artifact=ctx.work_dir,
@@ -579,7 +592,7 @@ class KubernetesEngine:
         if data["destroy"] and not final:
             kc.run("delete", "configmap", target.inventory_name, "-n", target.inventory_ns,
                    "--ignore-not-found", what="inventory ConfigMap")
-        elif final != inventory.refs:
+        elif final != recorded:
             kc.write_inventory(target.inventory_name, target.inventory_ns, final)
         return ApplyResult(stack.name, plan.changes, time.monotonic() - start, "\n".join(tail))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from gitops_push import proc
+from gitops_push.ci import ENV_TERRAFORM_BIN
 from gitops_push.engines.base import (
     ApplyResult,
     Change,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from gitops_push.config import Stack
     from gitops_push.schema import Section
 
-BIN_ENV = "GITOPS_PUSH_TERRAFORM_BIN"  # overrides the default binary, not a stack's setting
+BIN_ENV = ENV_TERRAFORM_BIN  # overrides the default binary, not a stack's setting
 DEFAULT_BINARY = "terraform"
 MIN_VERSION = (1, 5, 0)  # `workspace select -or-create`, stable plan JSON; OpenTofu is >= 1.6
 DEFAULT_LOCK_TIMEOUT = 300.0

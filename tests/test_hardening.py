@@ -1,0 +1,246 @@
+"""Hostile input and faults: every case ends in a clear error or a safe result, with a
+documented exit code, nothing applied that should not be, and nothing lost.
+
+Faults in terraform itself (killed, hanging, invalid JSON) are produced by small wrapper
+scripts in front of the real binary; each says what it emulates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import GitRepo, git
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gitops_push import output
+from gitops_push.cli import run
+from gitops_push.errors import DOCUMENTED_EXIT_CODES, ExitCode
+from gitops_push.runner import StackOutcome
+
+TF = 'resource "terraform_data" "r" {\n  input = "1"\n}\n'
+
+
+def gp(r: GitRepo, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run(["-C", str(r.path), *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def wrapper(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def two_stacks(make_repo: Callable[..., GitRepo], binary: Path | None = None) -> GitRepo:
+    tf_settings = f"    terraform:\n      binary: {binary}\n" if binary else ""
+    return make_repo({
+        ".gitignore": "*.tfstate*\n.terraform*\n",
+        "gitops-push.yaml": ("version: 1\nstacks:\n  - name: base\n    path: base\n"
+                             f"    type: terraform\n{tf_settings}"
+                             "  - name: top\n    path: top\n    type: terraform\n"
+                             "    depends_on: [base]\n"),
+        "base/main.tf": TF,
+        "top/main.tf": TF,
+    })
+
+
+def finished_record(r: GitRepo) -> dict:
+    r.git("fetch", "-q", "origin", "+refs/heads/gitops-push/audit:refs/remotes/origin/a")
+    files = [f for f in r.git("ls-tree", "-r", "--name-only", "origin/a").split("\n")
+             if "finished" in f]
+    return json.loads(r.git("show", f"origin/a:{sorted(files)[-1]}"))
+
+
+def no_lock_left(r: GitRepo) -> bool:
+    return "refs/gitops-push/locks" not in git(r.origin, "for-each-ref")
+
+
+# -- faults: the tool ------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "body", "expected"), [
+    ("killed by a signal during apply",  # emulates an OOM kill of terraform mid-apply
+     'case "$1" in apply) kill -9 $$;; esac\nexec terraform "$@"\n', "killed by signal SIGKILL"),
+    ("printing invalid JSON from show",  # emulates a broken or incompatible terraform
+     'case "$1" in show) echo "{not json"; exit 0;; esac\nexec terraform "$@"\n', "JSON"),
+    ("exiting non-zero mid-apply",
+     'case "$1" in apply) echo "Error: quota exceeded" >&2; exit 1;; esac\n'
+     'exec terraform "$@"\n', "quota exceeded"),
+])
+def test_a_failing_tool_fails_its_stack_skips_dependents_records_and_unlocks(
+        make_repo: Callable[..., GitRepo], tmp_path: Path, name: str, body: str,
+        expected: str) -> None:
+    tool = wrapper(tmp_path / "tf-wrapper", body)
+    r = two_stacks(make_repo, tool)
+    code, out, err = gp(r, "apply", "--output", "json")
+    assert code == ExitCode.FAILED, err
+    env = json.loads(out)
+    by_name = {s["name"]: s for s in env["data"]["stacks"]}
+    assert by_name["base"]["result"] == "failed"
+    assert expected in by_name["base"]["error"]
+    assert by_name["top"]["result"] == "skipped"
+    rec = finished_record(r)
+    assert {s["name"]: s["result"] for s in rec["stacks"]} == {"base": "failed",
+                                                               "top": "skipped"}
+    assert no_lock_left(r)
+    assert "Traceback" not in err
+
+
+def test_a_missing_terraform_is_one_clear_error_before_any_stack(
+        make_repo: Callable[..., GitRepo], tmp_path: Path) -> None:
+    r = two_stacks(make_repo, tmp_path / "no-such-terraform")
+    code, _, err = gp(r, "apply")
+    assert code == ExitCode.FAILED
+    assert "no-such-terraform" in err and "Traceback" not in err
+    assert "refs/heads/gitops-push/audit" not in git(r.origin, "for-each-ref")
+
+
+def test_a_hanging_tool_is_stopped_at_the_timeout(make_repo: Callable[..., GitRepo]) -> None:
+    hang = ('resource "terraform_data" "r" {\n  provisioner "local-exec" {\n'
+            '    command = "sleep 60"\n  }\n}\n')
+    r = make_repo({
+        ".gitignore": "*.tfstate*\n.terraform*\n",
+        "gitops-push.yaml": ("version: 1\nstacks:\n  - name: slow\n    path: slow\n"
+                             "    type: terraform\n    terraform:\n      timeout: 3s\n"),
+        "slow/main.tf": hang,
+    })
+    code, out, _ = gp(r, "apply", "--output", "json")
+    assert code == ExitCode.FAILED
+    stack = json.loads(out)["data"]["stacks"][0]
+    assert "timed out after 3s" in stack["error"]
+    assert no_lock_left(r)
+
+
+# -- faults: the file system -------------------------------------------------------------------
+
+
+def test_an_unwritable_summary_file_is_a_clear_error(make_repo: Callable[..., GitRepo],
+                                                     tmp_path: Path) -> None:
+    r = two_stacks(make_repo)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = gp(r, "plan", "--all", "--summary-md", str(blocker / "sub" / "plan.md"))
+    assert code == ExitCode.FAILED
+    assert "cannot write Markdown summary" in err and "Traceback" not in err
+
+
+def test_a_full_disk_leaves_no_partial_plan_metadata(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from gitops_push import fsutil
+    from gitops_push.errors import GitopsPushError
+
+    target = tmp_path / "plans" / "s" / "gitops-push-plan.json"
+    real_fdopen = os.fdopen
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, fd: int) -> None:
+            self.inner = real_fdopen(fd, "wb")
+
+        def write(self, data: object) -> int:  # emulates ENOSPC from the kernel
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            self.inner.close()
+
+    monkeypatch.setattr(fsutil.os, "fdopen", lambda fd, mode: FullDisk(fd))
+    with pytest.raises(GitopsPushError) as info:
+        fsutil.atomic_write(target, "{}", what="plan metadata")
+    assert "No space left on device" in str(info.value)
+    assert list(target.parent.iterdir()) == []
+
+
+# -- hostile text in output ------------------------------------------------------------------------
+HOSTILE = "web|`x`<img src=x onerror=alert(1)>[link](http://evil)**b**\n# h1"
+
+
+def test_markdown_summaries_escape_hostile_names() -> None:
+    from gitops_push.workflow import RunReport
+
+    report = RunReport("plan", "run-1", "a" * 40, None, "all", outcomes=[
+        StackOutcome(name=HOSTILE, type="terraform", path=HOSTILE, wave=1, status="changed",
+                     result="failed", message=HOSTILE, error=HOSTILE + "\n```\n"),
+    ], warnings=[HOSTILE])
+    md = output.report_markdown(report)
+    prose = strip_code(md)  # code spans and fenced blocks render their content literally
+    assert "<img" not in prose and "](http" not in prose and "**b**" not in prose
+    assert "\n# h1" not in prose
+    table_rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert all(line.count(" | ") == 6 for line in table_rows[2:])  # no injected cells
+
+
+def strip_code(md: str) -> str:
+    """Markdown with fenced blocks and inline code spans removed (CommonMark rules)."""
+    import re
+
+    md = re.sub(r"^(`{3,})[^\n]*\n.*?^\1\s*$", "", md, flags=re.S | re.M)
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", md, flags=re.S)
+
+
+def test_markdown_is_truncated_within_the_comment_limit() -> None:
+    text = "x\n" * 100_000
+    cut = output.truncate_markdown("<details>\n```\n" + text, 60_000)
+    assert len(cut) <= 60_100 and "truncated" in cut
+    assert cut.count("```") % 2 == 0 and cut.count("<details>") == cut.count("</details>")
+
+
+# -- property-based: arbitrary names and fragments ---------------------------------------------------
+names = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00/"),
+                min_size=1, max_size=40).filter(lambda s: s not in (".", "..") and
+                                               len(s.encode()) < 200)
+fragments = st.text(max_size=300)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(name=names, tf_text=fragments, yaml_text=fragments)
+def test_any_file_name_and_fragment_gives_a_documented_outcome(
+        make_repo: Callable[..., GitRepo], name: str, tf_text: str, yaml_text: str) -> None:
+    r = make_repo({"infra/a/main.tf": TF})
+    base = r.head()
+    r.write({f"infra/a/{name}.tf": tf_text, f"k8s/{name}/x.yaml": yaml_text,
+             "gitops-push.yaml": "version: 1\ndiscover:\n  terraform: ['infra/*']\n"
+                                 "  kubernetes: ['k8s/*']\n"})
+    r.commit("fuzz")
+    code, out, err = gp(r, "changed", "--base", base, "--output", "json")
+    assert code in DOCUMENTED_EXIT_CODES
+    assert code in (ExitCode.OK, ExitCode.USAGE), err
+    assert "Traceback" not in err and "internal error" not in err
+    envelope = json.loads(out)
+    assert envelope["exit_code"] == code
+    if code == 0:
+        files = {f for s in envelope["data"]["stacks"] for f in s["files"]}
+        assert f"infra/a/{name}.tf" in files
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.text(max_size=400))
+def test_any_config_text_is_parsed_or_refused_with_a_location(text: str) -> None:
+    from gitops_push import config
+    from gitops_push.errors import ConfigError
+
+    try:
+        config.parse(text, "gitops-push.yaml")
+    except ConfigError as exc:
+        assert exc.exit_code == ExitCode.USAGE
+        assert exc.path is None or exc.path.startswith("gitops-push.yaml")
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list('module"{}()=#/*<-EOF\n $abc.')),
+                    max_size=200))
+def test_any_hcl_fragment_is_scanned_or_refused_naming_the_file(text: str) -> None:
+    from gitops_push import hcl
+    from gitops_push.errors import ParseError
+
+    try:
+        hcl.scan(text, "f.tf")
+    except ParseError as exc:
+        assert exc.path is not None and exc.path.startswith("f.tf")
