@@ -242,6 +242,12 @@ def rev(repo: Repo, ref: str) -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+# A lost race, not a refusal: the client saw the ref moved, or the server lost a ref-lock
+# race to a concurrent push ("cannot lock ref ... reference already exists / but expected").
+_RACE_MARKERS = ("stale info", "fetch first", "non-fast-forward", "already exists",
+                 "cannot lock ref", "but expected")
+
+
 @dataclass(frozen=True)
 class PushResult:
     ok: bool
@@ -264,12 +270,12 @@ def push(repo: Repo, remote: str, refspecs: Sequence[str], *, leases: Sequence[s
     if res.returncode == 0:
         return PushResult(True, "ok", "")
     text = "; ".join(summaries) or res.tail or f"git push exited {res.returncode}"
-    if any(k in text for k in ("stale info", "fetch first", "non-fast-forward", "already exists")):
-        return PushResult(False, "stale", text)
-    if "remote rejected" in text:
-        return PushResult(False, "rejected", text + ("\n" + res.stderr.strip() if res.stderr
-                                                     else ""))
-    return PushResult(False, "error", text)
+    full = f"{text}\n{res.stderr.strip()}" if res.stderr.strip() else text
+    if "hook declined" in text:
+        return PushResult(False, "rejected", full)
+    if any(k in full for k in _RACE_MARKERS):
+        return PushResult(False, "stale", full)
+    return PushResult(False, "rejected" if "remote rejected" in text else "error", full)
 
 
 def ls_remote(repo: Repo, remote: str, pattern: str, *, timeout: float = NETWORK_TIMEOUT
@@ -419,6 +425,22 @@ class _Snapshot:
         return None
 
 
+def _parse(location: str, raw: bytes) -> StoredRecord | str:
+    """A stored record, or why it is not one."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"not valid JSON ({exc})"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    seq, prev = data.get("seq"), data.get("prev_sha256")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return "has no valid seq"
+    if prev is not None and not (isinstance(prev, str) and _SHA256_RE.fullmatch(prev)):
+        return "has no valid prev_sha256"
+    return StoredRecord(seq, prev, digest(raw), location, data, raw)
+
+
 @dataclass(frozen=True)
 class _Fetch:
     ok: bool
@@ -466,6 +488,7 @@ class Trail:
         self._default_branch = default_branch
         self._sleep = sleep
         self._blobs: dict[str, bytes] = {}
+        self._parsed: dict[tuple[str, bytes], StoredRecord | str] = {}
 
     # -- where the trail lives ----------------------------------------------------------
     @cached_property
@@ -581,24 +604,15 @@ class Trail:
         snap.records.sort(key=lambda r: (r.seq, r.location))
         return snap
 
-    @staticmethod
-    def _parse_into(snap: _Snapshot, location: str, raw: bytes) -> None:
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            snap.invalid.append((location, f"not valid JSON ({exc})"))
-            return
-        if not isinstance(data, dict):
-            snap.invalid.append((location, "not a JSON object"))
-            return
-        seq, prev = data.get("seq"), data.get("prev_sha256")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            snap.invalid.append((location, "has no valid seq"))
-            return
-        if prev is not None and not (isinstance(prev, str) and _SHA256_RE.fullmatch(prev)):
-            snap.invalid.append((location, "has no valid prev_sha256"))
-            return
-        snap.records.append(StoredRecord(seq, prev, digest(raw), location, data, raw))
+    def _parse_into(self, snap: _Snapshot, location: str, raw: bytes) -> None:
+        key = (location, raw)  # retries re-read the same trail: parse each record once
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = self._parsed[key] = _parse(location, raw)
+        if isinstance(parsed, str):
+            snap.invalid.append((location, parsed))
+        else:
+            snap.records.append(parsed)
 
     def _load(self, fetch: bool) -> tuple[_Snapshot, _Fetch | None]:
         fetched = self._fetch() if fetch else None

@@ -49,6 +49,10 @@ MAX_ERRORS = 3  # failed pushes that are not lost races, in a row
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
+class LockLost(LockError):
+    """Our lock was taken over (it had expired): the stack is no longer protected."""
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -366,32 +370,40 @@ class LockSet(LockStore):
         """Take the lock of one stack, waiting up to ``timeout`` for its holder."""
         ref = lock_ref(stack)
         start = time.monotonic()
-        errors = absent = 0
-        holder: LockInfo | None = None
+        errors = quick = 0  # quick: retries without sleeping (the holder just left, or
+        holder: LockInfo | None = None  # another waiter won the takeover), bounded
         while True:
             info = self._new_info(stack)
             status, detail = self.cas(ref, info.sha, None)
             if status == "ok":
                 return self._got(info, None, start)
-            if status == "error":
+            if status == "conflict":
+                try:
+                    holder = self.read(stack)
+                except LockError as exc:
+                    status, detail = "error", exc.message
+                else:
+                    if holder is None:  # released in between: try again at once
+                        quick += 1
+                        if quick < MAX_ERRORS:
+                            continue
+                    elif holder.expired(self.clock()):
+                        status, detail = self.cas(ref, info.sha, holder.sha)
+                        if status == "ok":
+                            with self._mutex:
+                                self.takeovers.append(holder)
+                            return self._got(info, holder, start)
+                        if status == "conflict":  # another waiter took it: look again
+                            quick += 1
+                            if quick < MAX_ERRORS:
+                                continue
+            if status == "error":  # not a lost race: origin unreachable or refusing
                 errors += 1
                 if errors >= MAX_ERRORS:
                     raise LockError(f"cannot take the lock of stack {stack!r}: {detail}")
             else:
                 errors = 0
-                holder = self.read(stack)
-                if holder is None:
-                    absent += 1  # released in between: try again at once, a few times
-                    if absent < MAX_ERRORS:
-                        continue
-                elif holder.expired(self.clock()):
-                    status, detail = self.cas(ref, info.sha, holder.sha)
-                    if status == "ok":
-                        with self._mutex:
-                            self.takeovers.append(holder)
-                        return self._got(info, holder, start)
-                    continue
-            absent = 0
+            quick = 0
             remaining = self.timeout - (time.monotonic() - start)
             if remaining <= 0:
                 raise self._timeout_error(stack, holder, detail)
@@ -454,10 +466,12 @@ class LockSet(LockStore):
                 raise LockError(f"stack {stack!r} is not locked by this run")
             info = self._new_info(stack, acquired=current.info.acquired_at)
             status, detail = self.cas(info.ref, info.sha, current.sha)
+            if status == "conflict":
+                holder = self.read(stack)
+                why = f"taken over by {holder.describe()}" if holder else "it was deleted"
+                raise LockLost(f"lost the lock of stack {stack!r}: {why}")
             if status != "ok":
-                holder = self.read(stack) if status == "conflict" else None
-                why = f"taken over by {holder.describe()}" if holder else detail
-                raise LockError(f"lost the lock of stack {stack!r}: {why}")
+                raise LockError(f"could not renew the lock of stack {stack!r}: {detail}")
             renewed = replace(current, info=info)
             with self._mutex:
                 if stack in self._held:
@@ -475,12 +489,12 @@ class LockSet(LockStore):
             for stack in stacks:
                 try:
                     self.renew(stack)
-                except LockError as exc:
+                except LockLost as exc:
                     with self._mutex:
                         if stack in self._held:
                             self.lost[stack] = exc.message
                             del self._held[stack]
-                except Exception as exc:  # a renewal must not kill the run
+                except Exception as exc:  # transient: the next beat retries, well before expiry
                     with self._mutex:
                         self.warnings.append(f"could not renew the lock of {stack!r}: {exc}")
 
@@ -539,6 +553,7 @@ __all__ = [
     "LOCK_PREFIX",
     "Acquired",
     "LockInfo",
+    "LockLost",
     "LockOwner",
     "LockSet",
     "LockStore",

@@ -378,7 +378,8 @@ def plan_selection(repo: Repo, config: Config, opts: RunOptions, environ: Mappin
         ctx = ci_env.detect(environ)
         default = changes.default_branch(repo, config, ctx)
         is_mr = ctx.base_kind == "pr-base"
-        if default is not None and not is_mr and repo.current_branch() == default:
+        current = repo.current_branch() or ctx.branch  # CI runners often detach HEAD
+        if default is not None and not is_mr and current == default:
             from gitops_push.audit import Trail
 
             records = Trail(repo, config.audit, environ=environ).records()

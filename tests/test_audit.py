@@ -354,6 +354,17 @@ def test_flush_does_not_push_a_record_twice(g: GitRepo, tmp_path: Path) -> None:
     assert len(t.records()) == 1
 
 
+def test_unreadable_spool_file_is_set_aside_not_blocking(g: GitRepo, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "20260101T000000000000Z-x-started.json").write_text("{truncated")
+    t = trail(g, spool_dir=spool)
+    res = t.append(record(run_ids(1)[0]))
+    assert res.pushed and res.flushed == 0
+    assert (spool / "20260101T000000000000Z-x-started.unreadable").is_file()
+    assert any("unreadable" in w for w in t.warnings)
+
+
 def test_unwritable_spool_is_a_clear_error(g: GitRepo, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n")

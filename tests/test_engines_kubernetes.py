@@ -25,6 +25,7 @@ from gitops_push.engines._k8s_objects import changed_paths
 from gitops_push.engines._k8s_wait import deployment_status, job_status
 from gitops_push.engines.base import EngineContext, LintResult, PlanResult
 from gitops_push.errors import ConfigError, GitopsPushError, ToolError, UserError
+from gitops_push.schema import Section
 
 pytest_plugins = ["fixtures_kube"]
 
@@ -155,6 +156,8 @@ def test_first_apply_creates_labelled_objects_and_an_inventory(deployer: Deploye
     deployer.settings_text += "wait: false\n"
     deployer.write({"app.yaml": docs(configmap("cfg"), deployment("web"))})
     ns = kube.namespace
+    assert {(i.address, i.kind) for i in deployer.drift().items} == {
+        (f"ConfigMap/{ns}/cfg", "config"), (f"Deployment.apps/{ns}/web", "config")}
     plan, result = deployer.apply()
     assert actions(plan) == {f"ConfigMap/{ns}/cfg": "create",
                              f"Deployment.apps/{ns}/web": "create"}
@@ -223,6 +226,16 @@ def test_an_object_that_lost_the_stack_label_is_not_pruned(deployer: Deployer, k
     plan, _ = deployer.apply()
     assert f"ConfigMap/{kube.namespace}/adopted" not in actions(plan)
     assert kube.get("configmap", "adopted") is not None
+
+
+def test_client_side_apply_works_too(deployer: Deployer, kube: Any) -> None:
+    deployer.settings_text += "server_side: false\n"
+    deployer.write({"a.yaml": docs(configmap("a", {"k": "1"}))})
+    deployer.apply()
+    assert kube.get("configmap", "a")["metadata"]["labels"][LABEL] == "web"
+    assert not deployer.plan().has_changes
+    deployer.write({"a.yaml": docs(configmap("a", {"k": "2"}))})
+    assert fields(deployer.plan(), f"ConfigMap/{kube.namespace}/a") == ("data.k",)
 
 
 def test_prune_false_leaves_removed_objects(deployer: Deployer, kube: Any) -> None:
@@ -594,11 +607,12 @@ def test_kubeconfig_secrets_cover_tokens_passwords_and_client_keys(tmp_path: Pat
 # -- settings ----------------------------------------------------------------------------
 
 def test_settings_defaults() -> None:
-    s = k8s.parse_settings(config.Section(None, "gitops-push.yaml", "kubernetes"))
+    s = k8s.parse_settings(Section(None, "gitops-push.yaml", "kubernetes"))
     assert s == k8s.KubernetesSettings()
     assert (s.prune, s.wait, s.server_side, s.timeout, s.field_manager) == (
         True, True, True, 300.0, "gitops-push")
-    assert k8s.env_names(s) == ("KUBECONFIG", "KUBECACHEDIR")
+    assert k8s.env_names(s) == ("KUBECONFIG", "KUBECACHEDIR", "KUBERNETES_SERVICE_HOST",
+                                "KUBERNETES_SERVICE_PORT")
 
 
 def test_settings_are_read_with_every_key() -> None:
@@ -614,7 +628,7 @@ def test_settings_are_read_with_every_key() -> None:
     assert s.field_manager == "ci-deployer" and s.kubernetes_version == "1.30"
     assert s.ignore_differences == (k8s.IgnoreRule("Deployment", ("/spec/replicas",),
                                                    namespace="web"),)
-    assert k8s.env_names(s) == ("KUBECONFIG", "KUBECACHEDIR", "KUBE_PROD", "AWS_PROFILE")
+    assert k8s.env_names(s)[-2:] == ("KUBE_PROD", "AWS_PROFILE")
 
 
 @pytest.mark.parametrize(("text", "line", "fragment"), [

@@ -113,6 +113,21 @@ def test_expired_lock_is_taken_over_and_reported(g: GitRepo) -> None:
     assert origin_refs(g) == {}
 
 
+def test_a_refused_takeover_fails_cleanly_instead_of_spinning(g: GitRepo) -> None:
+    hook = g.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nwhile read old new ref; do\n"
+                    "  case $old in *[!0]*) case $new in *[!0]*) echo 'no overwrites' >&2; "
+                    "exit 1;; esac;; esac\ndone\n")
+    hook.chmod(0o755)
+    locks(g, ALICE, heartbeat=False).acquire("app")
+    later = locks(g, BOB, timeout=30, clock=lambda: utcnow() + timedelta(hours=2))
+    start = time.monotonic()
+    with pytest.raises(LockError, match=r"(?s)cannot take the lock of stack 'app'.*no overwrites"):
+        later.acquire("app")
+    assert time.monotonic() - start < 15
+    assert later.held == {}
+
+
 def test_release_on_exception(g: GitRepo) -> None:
     ls = locks(g, ALICE)
     with pytest.raises(RuntimeError, match="apply failed"), ls.hold("app", "db"):
@@ -205,6 +220,21 @@ def test_heartbeat_renews_a_held_lock(g: GitRepo) -> None:
     assert now.acquired_at == first.info.acquired_at and now.renewed_at is not None
     assert ls.release_all() == {"app": True}
     assert ls.lost == {} and origin_refs(g) == {}
+
+
+def test_heartbeat_reports_a_lock_taken_over_as_lost(g: GitRepo) -> None:
+    slow = locks(g, ALICE, ttl=0.6)
+    slow.acquire("app")
+    LockStore(Repo(g.path)).break_lock("app")  # as an operator would, by hand
+    thief = locks(g, BOB)
+    thief.acquire("app")
+    deadline = time.monotonic() + 5
+    while "app" not in slow.lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "bob" in slow.lost["app"] and slow.held == {}
+    assert slow.release_all() == {}
+    assert set(origin_refs(g)) == {lock_ref("app")}  # bob's lock is untouched
+    thief.release_all()
 
 
 def test_store_lists_and_breaks_locks(g: GitRepo) -> None:

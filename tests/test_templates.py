@@ -218,6 +218,18 @@ def test_every_gitlab_script_line_is_a_string(key: str) -> None:
             assert isinstance(line, str), f"{name}.{key} has a non-string item: {line!r}"
 
 
+def test_the_ci_guide_covers_every_template_and_token() -> None:
+    guide = (ROOT / "docs" / "ci.md").read_text()
+    for path in re.findall(r"ci-templates/[\w./-]+\.yml", guide):
+        assert (ROOT / path).is_file(), f"docs/ci.md names a missing template: {path}"
+    for template in [*GITHUB_WORKFLOWS, GITHUB_ACTION, GITLAB_TEMPLATE]:
+        assert str(template.relative_to(ROOT)) in guide, template.name
+    for needed in ("GITOPS_PUSH_GITLAB_TOKEN", "GITOPS_PUSH_GIT_TOKEN", "`api`",
+                   "`write_repository`", "id-token: write", "required reviewers",
+                   "pull_request_target", "GITOPS_PUSH_SPOOL_DIR"):
+        assert needed in guide, needed
+
+
 # ================================================ versions: templates pin this release
 
 
@@ -229,11 +241,15 @@ def test_templates_install_this_release_by_default() -> None:
     assert load_yaml(GITLAB_TEMPLATE)["variables"]["GITOPS_PUSH_PIP_SPEC"] == spec
 
 
-def test_templates_set_no_variable_that_the_cli_would_read_as_an_unintended_flag() -> None:
-    """GITOPS_PUSH_<FLAG> feeds CLI flags: template-only knobs must not collide with one."""
-    template_only = {"GITOPS_PUSH_PIP_SPEC", "GITOPS_PUSH_ENVIRONMENT", "GITOPS_PUSH_GIT_TOKEN",
-                     "GITOPS_PUSH_GITLAB_TOKEN", "GITOPS_PUSH_SUMMARY_FILE",
-                     "GITOPS_PUSH_AUDIT_BRANCH", "GITOPS_PUSH_DRIFT"}
+# Variables the templates themselves define and read; none may be a CLI flag's.
+TEMPLATE_ONLY = {"GITOPS_PUSH_PIP_SPEC", "GITOPS_PUSH_ENVIRONMENT", "GITOPS_PUSH_GIT_TOKEN",
+                 "GITOPS_PUSH_GITLAB_TOKEN", "GITOPS_PUSH_SUMMARY_FILE", "GITOPS_PUSH_DRIFT",
+                 "GITOPS_PUSH_NOTE"}  # the last one is a heredoc delimiter
+
+
+@pytest.fixture(scope="module")
+def cli_flag_variables() -> set[str]:
+    """GITOPS_PUSH_<FLAG> for every flag of the commands the templates run."""
     help_text = ""
     for command in ([], ["changed"], ["plan"], ["apply"], ["drift"]):
         res = run([sys.executable, "-m", "gitops_push", *command, "--help"])
@@ -241,8 +257,24 @@ def test_templates_set_no_variable_that_the_cli_would_read_as_an_unintended_flag
         help_text += res.stdout
     flags = {"GITOPS_PUSH_" + f.upper().replace("-", "_")
              for f in re.findall(r"--([a-z][a-z-]+)", help_text)}
-    assert flags, "could not read the CLI's flags"
-    assert not template_only & flags
+    assert {"GITOPS_PUSH_PLAN_DIR", "GITOPS_PUSH_SUMMARY_MD"} <= flags
+    return flags
+
+
+def test_template_only_variables_are_not_read_by_the_cli_as_flags(cli_flag_variables):
+    assert not TEMPLATE_ONLY & cli_flag_variables
+
+
+@pytest.mark.parametrize("path", [*GITHUB_WORKFLOWS, GITHUB_ACTION, GITLAB_TEMPLATE],
+                         ids=lambda p: p.name)
+def test_every_gitops_push_variable_in_a_template_means_something(path, cli_flag_variables):
+    """A typo such as GITOPS_PUSH_SUMARY_MD would be silently ignored by the CLI."""
+    from gitops_push import ci
+
+    cli_own = {v for k, v in vars(ci).items() if k.startswith("ENV_")}
+    known = cli_flag_variables | cli_own | TEMPLATE_ONLY
+    used = set(re.findall(r"GITOPS_PUSH_[A-Z0-9_]+", path.read_text()))
+    assert used - known == set()
 
 
 # ======================================================= GitHub workflows: safety rules
@@ -639,6 +671,31 @@ def test_gitlab_apply_gets_the_plans_of_its_own_pipeline(gitlab):
     # The audit spool is kept when the record cannot be pushed (exit code 6).
     assert apply["artifacts"]["when"] == "always"
     assert "$GITOPS_PUSH_SPOOL_DIR/" in apply["artifacts"]["paths"]
+
+
+def test_gitlab_push_token_is_used_for_pushes_but_never_written_to_disk(gitlab, tmp_path):
+    """Runners reuse working copies: a token in .git/config would outlive the job."""
+    (snippet,) = [line for line in gitlab[".gitops-push-push-access"]["before_script"]
+                  if isinstance(line, str) and "GITOPS_PUSH_GIT_TOKEN" in line]
+    repo = tmp_path / "clone"
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "remote", "add", "origin", "https://gitlab-ci-token:job@gitlab.example.com/a/b.git")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+           "GITOPS_PUSH_GIT_TOKEN": "glpat-secret", "CI_SERVER_PROTOCOL": "https",
+           "CI_SERVER_FQDN": "gitlab.example.com:8443", "CI_PROJECT_PATH": "acme/infra"}
+    res = run(["bash", "-e", "-c", snippet + "\ngit remote get-url --push origin\n"
+               "git remote get-url origin\n"], cwd=repo, env=env)
+    assert res.returncode == 0, res.stderr
+    push_url, fetch_url = res.stdout.splitlines()[-2:]
+    assert push_url == "https://gitops-push:glpat-secret@gitlab.example.com:8443/acme/infra.git"
+    assert fetch_url == "https://gitlab-ci-token:job@gitlab.example.com/a/b.git"
+    assert "glpat-secret" not in (repo / ".git" / "config").read_text()
+    # Without a token nothing changes and the job says so.
+    del env["GITOPS_PUSH_GIT_TOKEN"]
+    res = run(["bash", "-e", "-c", snippet + "\ngit remote get-url --push origin\n"],
+              cwd=repo, env=env)
+    assert "not set" in res.stdout
+    assert res.stdout.splitlines()[-1] == fetch_url
 
 
 @dataclass

@@ -330,8 +330,8 @@ class Kubectl:
 
     # -- diff -----------------------------------------------------------------------
     def diff(self, bodies: Sequence[dict[str, Any]], *, force: bool,
-             what: ObjRef | None = None) -> dict[ObjRef, tuple[dict[str, Any] | None,
-                                                              dict[str, Any]]]:
+             what: ObjRef | None = None, stream: bool = True
+             ) -> dict[ObjRef, tuple[dict[str, Any] | None, dict[str, Any]]]:
         """``kubectl diff`` (server-side dry-run apply against live): ref -> (live, merged).
 
         kubectl writes the LIVE and MERGED objects (Secret values masked) to two
@@ -349,7 +349,7 @@ class Kubectl:
             script, out = _capture_script(Path(tmp))
             env = {**self.ctx.env, "KUBECTL_EXTERNAL_DIFF": str(script)}
             self.run(f"--request-timeout={REQUEST_TIMEOUT}", *args, env=env, what=what,
-                     input=dump_yaml(bodies).encode(), ok=(0, 1))
+                     input=dump_yaml(bodies).encode(), stream=stream)
             return read_diff_dirs(out / "live", out / "merged")
 
     # -- apply ----------------------------------------------------------------------
@@ -377,12 +377,17 @@ class Kubectl:
 
     # -- reading and deleting live objects -----------------------------------------
     def labelled(self, resources: Iterable[ApiResource], namespaces: Iterable[str],
-                 label: str, value: str) -> set[ObjRef]:
-        """Live objects of these types carrying ``label=value``, in these namespaces."""
+                 label: str, value: str) -> dict[ObjRef, bool]:
+        """Live objects of these types carrying ``label=value``, in these namespaces.
+
+        The value says whether an owner reference makes it a controller's child (a
+        controller copying labels must not make its children look like strays).
+        """
         template = ('{range .items[*]}{.apiVersion}{"\\t"}{.kind}{"\\t"}'
-                    '{.metadata.namespace}{"\\t"}{.metadata.name}{"\\n"}{end}')
+                    '{.metadata.namespace}{"\\t"}{.metadata.name}{"\\t"}'
+                    '{.metadata.ownerReferences[0].kind}{"\\n"}{end}')
         resources = sorted(set(resources), key=lambda r: r.arg)
-        found: set[ObjRef] = set()
+        found: dict[ObjRef, bool] = {}
         calls: list[tuple[list[ApiResource], str | None]] = [
             ([r for r in resources if not r.namespaced], None)]
         calls += [([r for r in resources if r.namespaced], ns) for ns in sorted(set(namespaces))]
@@ -396,9 +401,9 @@ class Kubectl:
             result = self.run(f"--request-timeout={REQUEST_TIMEOUT}", *args)
             for line in result.stdout.splitlines():
                 parts = line.split("\t")
-                if len(parts) == 4 and parts[1]:
+                if len(parts) == 5 and parts[1]:
                     group = parts[0].rpartition("/")[0]
-                    found.add(ObjRef(group, parts[1], parts[2], parts[3]))
+                    found[ObjRef(group, parts[1], parts[2], parts[3])] = bool(parts[4])
         return found
 
     def delete(self, ref: ObjRef, resource: ApiResource) -> None:

@@ -150,8 +150,8 @@ def display_path(stack_path: str, rel: str) -> str:
     return rel if stack_path in (".", "") else str(PurePosixPath(stack_path) / rel)
 
 
-def manifest_files(stack_dir: Path, repo_root: Path) -> Iterator[tuple[Path, str]]:
-    """Manifest files under the stack, sorted, skipping hidden entries.
+def manifest_files(stack_dir: Path, repo_root: Path) -> Iterator[tuple[Path, str, str | None]]:
+    """Manifest files under the stack, sorted, skipping hidden entries: (path, rel, problem).
 
     A symlink resolving outside the repository is reported, not followed: merge-request
     authors control the tree, and the CI job's files must not leak into a plan.
@@ -165,9 +165,8 @@ def manifest_files(stack_dir: Path, repo_root: Path) -> Iterator[tuple[Path, str
             path = Path(dirpath) / name
             rel = path.relative_to(stack_dir).as_posix()
             target = path.resolve()
-            if target != root and root not in target.parents:
-                raise ParseError("symlink points outside the repository", path=rel)
-            yield path, rel
+            outside = target != root and root not in target.parents
+            yield path, rel, ("symlink points outside the repository" if outside else None)
 
 
 def parse_file(data: bytes, display: str) -> list[Manifest]:

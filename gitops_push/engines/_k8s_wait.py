@@ -143,6 +143,7 @@ class Waiter:
     context: str | None
     on_line: Callable[[str], None]
     cancel: Any  # threading.Event
+    in_cluster: bool = False  # no kubeconfig, but running in a pod (KUBERNETES_SERVICE_HOST)
 
     def wait(self, items: Sequence[tuple[ObjRef, str]], timeout: float, what: str) -> None:
         """``items``: (object, apiVersion version); ``what`` names the wait in messages."""
@@ -176,11 +177,18 @@ class Waiter:
                 raise Interrupted(f"stack {self.stack!r}: interrupted while waiting for {what}")
 
     def _api(self) -> Any:
+        """A client like kubectl's: the kubeconfig, or the pod's service account without one."""
         from kubernetes import client, config
 
         try:
-            api_client = config.new_client_from_config(  # type: ignore[no-untyped-call,unused-ignore]
-                config_file=self.config_file, context=self.context, persist_config=False)
+            if self.config_file is None and self.in_cluster:
+                configuration = client.Configuration()
+                config.load_incluster_config(  # type: ignore[no-untyped-call,unused-ignore]
+                    client_configuration=configuration)
+                api_client = client.ApiClient(configuration)
+            else:
+                api_client = config.new_client_from_config(  # type: ignore[no-untyped-call,unused-ignore]
+                    config_file=self.config_file, context=self.context, persist_config=False)
         except (config.ConfigException, OSError, TypeError, ValueError) as exc:
             raise ToolError(f"stack {self.stack!r}: cannot load the kubeconfig to wait for "
                             f"rollouts: {exc}") from exc

@@ -14,16 +14,13 @@ import hashlib
 import json
 import re
 import secrets as secrets_mod
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from gitops_push import proc
 from gitops_push.engines import _k8s_lint as lintmod
@@ -42,23 +39,24 @@ from gitops_push.engines._k8s_objects import (
     Manifest,
     ObjRef,
     crd_kinds,
-    display_path,
     dump_yaml,
     field_changes,
-    identity_problem,
     is_secret,
     kustomization_file,
     label_value_problem,
-    manifest_files,
     masked,
-    parse_file,
-    parse_rendered,
     phase_of,
-    pointer_parts,
     prepared_body,
     secret_fields,
     secret_values,
     sort_key,
+)
+from gitops_push.engines._k8s_render import lint_kustomize, read_files, render
+from gitops_push.engines._k8s_settings import (
+    KubernetesSettings,
+    env_names,
+    parse_settings,
+    settings_of,
 )
 from gitops_push.engines._k8s_wait import CRD, Waiter, waits_for
 from gitops_push.engines.base import (
@@ -72,134 +70,20 @@ from gitops_push.engines.base import (
     LintResult,
     PlanResult,
 )
-from gitops_push.errors import ParseError, ToolError, UserError
+from gitops_push.errors import ToolError, UserError
 from gitops_push.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from gitops_push.config import Stack
-    from gitops_push.schema import Section
+
+__all__ = ["ENGINE", "IgnoreRule", "KubernetesEngine", "KubernetesSettings", "env_names",
+           "parse_settings"]
 
 PLAN_FILE = "kubernetes-plan.json"
 MANIFESTS_FILE = "manifests.yaml"
 PLAN_FORMAT = 1
 MIN_KUBECTL = (1, 26)
-DEFAULT_TIMEOUT = 300.0
-DEFAULT_K8S_VERSION = "1.32"  # schemas for lint; matches the kubectl we test with
-ORIGIN_ANNOTATION = "config.kubernetes.io/origin"
-SETTINGS_KEYS = (
-    "kubeconfig", "kubeconfig_env", "context", "namespace", "inventory_namespace", "prune",
-    "wait", "timeout", "server_side", "field_manager", "ignore_differences", "env",
-    "kubernetes_version",
-)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_FIELD_MANAGER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
-_K8S_VERSION = re.compile(r"\d+\.\d+")
 _SCRYPT_N = 2**14
-
-
-# -- settings ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class KubernetesSettings:
-    """The ``kubernetes:`` settings of a stack (docs/kubernetes.md#settings)."""
-
-    kubeconfig: str | None = None
-    kubeconfig_env: str | None = None
-    context: str | None = None
-    namespace: str | None = None
-    inventory_namespace: str | None = None
-    prune: bool = True
-    wait: bool = True
-    timeout: float = DEFAULT_TIMEOUT
-    server_side: bool = True
-    field_manager: str = "gitops-push"
-    ignore_differences: tuple[IgnoreRule, ...] = ()
-    env: tuple[str, ...] = ()
-    kubernetes_version: str = DEFAULT_K8S_VERSION
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What must not change between plan and apply (where and how objects go)."""
-        return {"kubeconfig": self.kubeconfig, "kubeconfig_env": self.kubeconfig_env,
-                "context": self.context, "namespace": self.namespace,
-                "inventory_namespace": self.inventory_namespace,
-                "field_manager": self.field_manager, "server_side": self.server_side}
-
-
-def parse_settings(section: Section) -> KubernetesSettings:
-    section.only(SETTINGS_KEYS)
-    kubeconfig = section.str("kubeconfig")
-    kubeconfig_env = section.str("kubeconfig_env", pattern=_ENV_NAME)
-    if kubeconfig is not None and kubeconfig_env is not None:
-        raise section.error("kubeconfig_env", "set either kubeconfig or kubeconfig_env, not both")
-    if kubeconfig is not None and ("\x00" in kubeconfig or not kubeconfig.strip()):
-        raise section.error("kubeconfig", "must be a file path")
-    timeout = section.duration("timeout", DEFAULT_TIMEOUT)
-    assert timeout is not None
-    if timeout <= 0:
-        raise section.error("timeout", "must be greater than zero")
-    return KubernetesSettings(
-        kubeconfig=kubeconfig,
-        kubeconfig_env=kubeconfig_env,
-        context=section.str("context"),
-        namespace=section.str("namespace", pattern=_DNS_LABEL),
-        inventory_namespace=section.str("inventory_namespace", pattern=_DNS_LABEL),
-        prune=section.bool("prune", True),
-        wait=section.bool("wait", True),
-        timeout=timeout,
-        server_side=section.bool("server_side", True),
-        field_manager=section.str("field_manager", "gitops-push", pattern=_FIELD_MANAGER)
-        or "gitops-push",
-        ignore_differences=_parse_ignore(section),
-        env=section.str_list("env", pattern=_ENV_NAME),
-        kubernetes_version=section.str("kubernetes_version", DEFAULT_K8S_VERSION,
-                                       pattern=_K8S_VERSION) or DEFAULT_K8S_VERSION,
-    )
-
-
-def _parse_ignore(section: Section) -> tuple[IgnoreRule, ...]:
-    from gitops_push.schema import Section as _Section
-
-    node = section.value_node("ignore_differences")
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
-        return ()
-    if not isinstance(node, yaml.SequenceNode):
-        raise section.error("ignore_differences", "must be a list of "
-                            "{kind, name, namespace, json_pointers}", node)
-    rules: list[IgnoreRule] = []
-    for i, item in enumerate(node.value):
-        sub = _Section(item, section.file, f"{section.what}: ignore_differences[{i}]")
-        sub.only(["kind", "group", "name", "namespace", "json_pointers"])
-        kind = sub.str("kind", required=True)
-        pointers = sub.str_list("json_pointers")
-        if not pointers:
-            raise sub.error("json_pointers", "must list at least one JSON pointer like "
-                            "/spec/replicas")
-        for p in pointers:
-            try:
-                parts = pointer_parts(p)
-            except ValueError as exc:
-                raise sub.error("json_pointers", str(exc), sub.value_node("json_pointers")
-                                ) from exc
-            if not parts or parts[0] in ("apiVersion", "kind") or parts[:2] == [
-                    "metadata", "name"] or parts == ["metadata"]:
-                raise sub.error("json_pointers", f"{p!r} names the object itself; it "
-                                "cannot be ignored", sub.value_node("json_pointers"))
-        assert kind is not None
-        rules.append(IgnoreRule(kind=kind, json_pointers=pointers, group=sub.str("group"),
-                                name=sub.str("name"), namespace=sub.str("namespace")))
-    return tuple(rules)
-
-
-def env_names(settings: KubernetesSettings) -> tuple[str, ...]:
-    """kubectl's own variables, the stack's kubeconfig variable and its ``env`` names."""
-    named = (settings.kubeconfig_env,) if settings.kubeconfig_env else ()
-    return tuple(dict.fromkeys(("KUBECONFIG", "KUBECACHEDIR", *named, *settings.env)))
-
-
-def _settings(stack: Stack) -> KubernetesSettings:
-    s = stack.settings
-    return s if isinstance(s, KubernetesSettings) else KubernetesSettings()
 
 
 # -- plan data -----------------------------------------------------------------------
@@ -285,7 +169,7 @@ class KubernetesEngine:
     # -- lint -----------------------------------------------------------------------
     def lint(self, stack: Stack, ctx: EngineContext) -> LintResult:
         """Offline: everything that can be wrong in git is found before a cluster is asked."""
-        s = _settings(stack)
+        s = settings_of(stack)
         diags: list[Diagnostic] = []
         problem = label_value_problem(stack.name)
         if problem:
@@ -297,9 +181,9 @@ class KubernetesEngine:
             return LintResult(stack.name, tuple(diags))
         kfile = kustomization_file(ctx.stack_dir)
         if kfile is None:
-            manifests, errors = self._read_files(stack, ctx)
+            manifests, errors = read_files(stack, ctx)
         else:
-            manifests, errors = self._lint_kustomize(stack, ctx, kfile)
+            manifests, errors = lint_kustomize(stack, ctx, kfile)
         diags.extend(errors)
         diags.extend(lintmod.lint_objects(manifests, version=s.kubernetes_version,
                                           default_ns=s.namespace or "default"))
@@ -308,95 +192,13 @@ class KubernetesEngine:
                                     file=stack.path))
         return LintResult(stack.name, tuple(diags))
 
-    def _read_files(self, stack: Stack, ctx: EngineContext
-                    ) -> tuple[list[Manifest], list[Diagnostic]]:
-        manifests: list[Manifest] = []
-        errors: list[Diagnostic] = []
-        try:
-            files = list(manifest_files(ctx.stack_dir, _tree_root(stack, ctx)))
-        except ParseError as exc:
-            return [], [_parse_diag(exc, stack)]
-        for path, rel in files:
-            display = display_path(stack.path, rel)
-            try:
-                manifests.extend(parse_file(path.read_bytes(), display))
-            except ParseError as exc:
-                errors.append(_parse_diag(exc))
-            except OSError as exc:
-                errors.append(Diagnostic("error", f"cannot read: {exc.strerror}", file=display))
-        return manifests, errors
-
-    def _lint_kustomize(self, stack: Stack, ctx: EngineContext, kfile: Path
-                        ) -> tuple[list[Manifest], list[Diagnostic]]:
-        """Source files for syntax, then the rendered objects, located via kustomize origins."""
-        _, errors = self._read_files(stack, ctx)
-        kdisplay = display_path(stack.path, kfile.name)
-        try:
-            text, origins = self._kustomize(stack, ctx, with_origins=True)
-        except ToolError as exc:
-            return [], [*errors, Diagnostic("error", exc.message, file=kdisplay)]
-        try:
-            rendered = parse_rendered(text, kdisplay)
-        except ParseError as exc:
-            return [], [*errors, _parse_diag(exc)]
-        return [_locate(m, origins, stack, ctx) for m in rendered], errors
-
-    # -- rendering ------------------------------------------------------------------
-    def _kustomize(self, stack: Stack, ctx: EngineContext, *, with_origins: bool = False
-                   ) -> tuple[str, Path | None]:
-        """``kubectl kustomize``; with origins, through a wrapper adding origin annotations."""
-        def run(directory: Path) -> proc.Result:
-            return proc.run([KUBECTL, "kustomize", str(directory)], env=ctx.env,
-                            cwd=ctx.stack_dir, check=False, timeout=600, cancel=ctx.cancel,
-                            secrets=ctx.secrets)
-
-        if with_origins:
-            with tempfile.TemporaryDirectory(prefix="gitops-push-kustomize-") as tmp:
-                wrapper = Path(tmp)
-                rel = Path(_relpath(ctx.stack_dir.resolve(), wrapper.resolve()))
-                (wrapper / "kustomization.yaml").write_text(yaml.safe_dump({
-                    "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                    "resources": [rel.as_posix()], "buildMetadata": ["originAnnotations"]}))
-                result = run(wrapper)
-                if result.returncode == 0:
-                    return result.stdout, wrapper.resolve()
-        result = run(ctx.stack_dir)
-        if result.returncode != 0:
-            lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
-            detail = lines[-1] if lines else f"exit code {result.returncode}"
-            raise ToolError(f"kustomize failed: {re.sub(r'^(Error|error): ', '', detail)}",
-                            command=result.command, returncode=result.returncode,
-                            output_tail=result.tail)
-        return result.stdout, None
-
-    def _render(self, stack: Stack, ctx: EngineContext) -> list[Manifest]:
-        """The stack's objects; any problem lint reports as an error stops here too."""
-        kfile = kustomization_file(ctx.stack_dir)
-        if kfile is not None:
-            try:
-                text, _ = self._kustomize(stack, ctx)
-            except ToolError as exc:
-                raise ToolError(f"stack {stack.name!r}: {exc.message}", command=exc.command,
-                                returncode=exc.returncode, output_tail=exc.output_tail
-                                ) from exc
-            manifests = parse_rendered(text, display_path(stack.path, kfile.name))
-        else:
-            manifests, errors = self._read_files(stack, ctx)
-            if errors:
-                first = errors[0]
-                raise ParseError(f"stack {stack.name!r}: {first.message}", path=first.location)
-        for m in manifests:
-            problem = identity_problem(m)
-            if problem:
-                raise UserError(f"stack {stack.name!r}: {problem[0]}", path=m.source)
-        return manifests
-
     # -- the target cluster ---------------------------------------------------------
     def _target(self, stack: Stack, ctx: EngineContext, s: KubernetesSettings,
                 on_line: Callable[[str], None] | None = None) -> Target:
         problem = label_value_problem(stack.name)
         if problem:
-            raise UserError(f"stack {stack.name!r}: {problem}", path=stack.origin)
+            raise UserError(f"stack {stack.name!r}: {problem}",
+                            path=None if stack.origin == "discovered" else stack.origin)
         access = resolve_access(kubeconfig=s.kubeconfig, kubeconfig_env=s.kubeconfig_env,
                                 context=s.context, ctx=ctx, stack=stack.name)
         kc = Kubectl(access, ctx if on_line is None else replace(ctx, on_line=on_line),
@@ -456,8 +258,8 @@ class KubernetesEngine:
         try:
             pairs = kc.diff([d.body for d in items], force=force)
         except ToolError as exc:
-            raise self._blame(exc, items, lambda d: kc.diff([d.body], force=force, what=d.ref)
-                              ) from exc
+            raise self._blame(exc, items, lambda d: kc.diff(
+                [d.body], force=force, what=d.ref, stream=False)) from exc
         out: dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]] = {}
         for d in items:
             if d.ref not in pairs:
@@ -484,7 +286,8 @@ class KubernetesEngine:
                 return single
         return exc
 
-    def _labelled(self, stack: Stack, target: Target, refs: Sequence[ObjRef]) -> set[ObjRef]:
+    def _labelled(self, stack: Stack, target: Target, refs: Sequence[ObjRef]
+                  ) -> dict[ObjRef, bool]:
         """Live objects of the kinds and namespaces in ``refs`` carrying the stack label."""
         types = [target.resources[(r.group, r.kind)] for r in refs
                  if (r.group, r.kind) in target.resources]
@@ -493,8 +296,8 @@ class KubernetesEngine:
 
     # -- plan -----------------------------------------------------------------------
     def plan(self, stack: Stack, ctx: EngineContext, *, destroy: bool = False) -> PlanResult:
-        s = _settings(stack)
-        manifests = [] if destroy else self._render(stack, ctx)
+        s = settings_of(stack)
+        manifests = [] if destroy else render(stack, ctx)
         target = self._target(stack, ctx, s)
         desired = self._desired(stack, s, target, manifests)
         inventory = target.kubectl.read_inventory(target.inventory_name, target.inventory_ns)
@@ -546,7 +349,7 @@ class KubernetesEngine:
                      what="rendered manifests")
 
     def load_plan(self, stack: Stack, ctx: EngineContext, artifact: Path) -> PlanResult:
-        data = _read_plan(artifact, stack, _settings(stack))
+        data = _read_plan(artifact, stack, settings_of(stack))
         changes = tuple(Change(c["address"], c["action"], tuple(c.get("fields", ())))
                         for c in data["changes"])
         return PlanResult(stack.name, changes, destroy=bool(data["destroy"]), artifact=artifact,
@@ -557,7 +360,7 @@ class KubernetesEngine:
     def apply(self, stack: Stack, ctx: EngineContext, plan: PlanResult) -> ApplyResult:
         """Apply exactly the planned objects; stop at the first failure."""
         start = time.monotonic()
-        s = _settings(stack)
+        s = settings_of(stack)
         data = _read_plan(plan.artifact or ctx.work_dir, stack, s)
         tail: deque[str] = deque(maxlen=40)
 
@@ -573,7 +376,7 @@ class KubernetesEngine:
             raise UserError(f"stack {stack.name!r}: the plan is stale: the stack was applied "
                             "after this plan was made (its inventory changed); plan again")
         waiter = Waiter(stack.name, kc.access.client_config_file(), s.context, on_line,
-                        ctx.cancel)
+                        ctx.cancel, in_cluster="KUBERNETES_SERVICE_HOST" in ctx.env)
         first = [d for d in desired if phase_of(d.ref) == 0]
         rest = [d for d in desired if phase_of(d.ref) == 1]
         self._apply_batch(kc, first, ctx.force_conflicts)
@@ -606,7 +409,7 @@ class KubernetesEngine:
         if not digests:
             return desired
         current: dict[ObjRef, dict[str, Any]] = {}
-        for m in self._render(stack, ctx):
+        for m in render(stack, ctx):
             if is_secret(m.body):
                 ref = ObjRef("", "Secret", m.namespace or target.default_ns, m.name)
                 current[ref] = secret_fields(m.body)
@@ -658,8 +461,8 @@ class KubernetesEngine:
     # -- drift ----------------------------------------------------------------------
     def drift(self, stack: Stack, ctx: EngineContext) -> DriftResult:
         """Hand edits (changed), hand deletes (deleted), labelled strays (extra)."""
-        s = _settings(stack)
-        manifests = self._render(stack, ctx)
+        s = settings_of(stack)
+        manifests = render(stack, ctx)
         target = self._target(stack, ctx, s)
         desired = self._desired(stack, s, target, manifests)
         inventory = target.kubectl.read_inventory(target.inventory_name, target.inventory_ns)
@@ -674,7 +477,8 @@ class KubernetesEngine:
                 items.append(DriftItem(d.ref.address, "changed", fields))
         wanted = {d.ref for d in desired}
         scope = [*wanted, *inventory.refs]
-        extra = self._labelled(stack, target, scope) - wanted
+        extra = {r for r, owned in self._labelled(stack, target, scope).items()
+                 if not owned} - wanted
         items += [DriftItem(r.address, "extra") for r in sorted(extra, key=sort_key)]
         return DriftResult(stack.name, tuple(items))
 
@@ -711,69 +515,6 @@ def _kubectl_version(text: str) -> tuple[int, int] | None:
         return None
     m = re.match(r"v?(\d+)\.(\d+)", str(git_version))
     return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _parse_diag(exc: ParseError, stack: Stack | None = None) -> Diagnostic:
-    where = exc.path or ""
-    file, _, line = where.rpartition(":")
-    if not line.isdigit():
-        file, line = where, ""
-    if stack is not None and file and "/" not in file:
-        file = display_path(stack.path, file)
-    return Diagnostic("error", exc.message, file=file or None, line=int(line) if line else None)
-
-
-def _tree_root(stack: Stack, ctx: EngineContext) -> Path:
-    """The checkout the stack lives in (``stack_dir`` may be a temporary worktree)."""
-    depth = len([p for p in PurePosixPath(stack.path).parts if p not in (".", "")])
-    root = ctx.stack_dir
-    for _ in range(depth):
-        root = root.parent
-    return root
-
-
-def _relpath(target: Path, start: Path) -> str:
-    import os
-
-    return os.path.relpath(target, start)
-
-
-def _locate(m: Manifest, wrapper: Path | None, stack: Stack, ctx: EngineContext) -> Manifest:
-    """Point a rendered object at the source file (and document) it came from."""
-    meta = m.body.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, dict) else None
-    if not isinstance(annotations, dict) or ORIGIN_ANNOTATION not in annotations:
-        return m
-    assert isinstance(meta, dict)
-    body = {**m.body, "metadata": {**meta, "annotations": {
-        k: v for k, v in annotations.items() if k != ORIGIN_ANNOTATION}}}
-    if not body["metadata"]["annotations"]:
-        del body["metadata"]["annotations"]
-    try:
-        origin = yaml.safe_load(str(annotations[ORIGIN_ANNOTATION]))
-    except yaml.YAMLError:
-        origin = None
-    rel = (origin or {}).get("path") or (origin or {}).get("configuredIn") \
-        if isinstance(origin, dict) else None
-    if wrapper is None or not isinstance(rel, str):
-        return replace(m, body=body)
-    root = _tree_root(stack, ctx).resolve()
-    source = (wrapper / rel).resolve()
-    try:
-        display = source.relative_to(root).as_posix()
-    except ValueError:
-        return replace(m, body=body)
-    located = replace(m, body=body, file=display, line=None, node=None)
-    if "path" not in origin:
-        return located
-    try:
-        candidates = [c for c in parse_file(source.read_bytes(), display) if c.kind == m.kind]
-    except (OSError, ParseError):
-        return located
-    named = [c for c in candidates if c.name and c.name in m.name]
-    best = max(named, key=lambda c: len(c.name)) if named else (
-        candidates[0] if len(candidates) == 1 else None)
-    return replace(located, line=best.line, node=best.node) if best else located
 
 
 def _factory() -> KubernetesEngine:
