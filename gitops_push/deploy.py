@@ -292,7 +292,11 @@ def _append(trail: audit.Trail, record: dict[str, Any], report: RunReport) -> di
 def apply_exit_code(report: RunReport) -> int:
     if report.interrupted:
         return ExitCode.TERMINATED
-    if any(not o.ok and o.status != "stale" for o in report.outcomes):
+    failures = [o for o in report.outcomes if not o.ok and o.status != "stale"]
+    locked = [o for o in failures if o.extra.get("error_code") == "locked"]
+    if locked and all(o in locked or o.result == "skipped" for o in failures):
+        return ExitCode.LOCKED  # only lock waits failed: retrying later is the fix
+    if failures:
         return ExitCode.FAILED
     if report.audit is not None and not report.audit.get("pushed", True):
         return ExitCode.AUDIT_NOT_PUSHED

@@ -100,7 +100,8 @@ def guarded(task: Task, change: StackChange, cancel: threading.Event) -> StackOu
         result = "interrupted" if cancel.is_set() else "failed"
         outcome = base_outcome(change, result, exc.message, error=str(exc))
     except GitopsPushError as exc:
-        outcome = base_outcome(change, "failed", exc.message, error=str(exc))
+        outcome = base_outcome(change, "failed", exc.message, error=str(exc),
+                               extra={"error_code": exc.code})
     except Exception as exc:  # a bug in an engine must not take the other stacks down
         outcome = base_outcome(change, "failed", f"internal error: {type(exc).__name__}: {exc}",
                                error=f"internal error: {type(exc).__name__}: {exc}")

@@ -236,7 +236,7 @@ def test_a_held_lock_makes_apply_wait_then_fail_naming_the_holder(deploy_repo: G
         code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "1s")
     finally:
         holder.release_all()
-    assert code == ExitCode.FAILED
+    assert code == ExitCode.LOCKED
     error = env["data"]["stacks"][0]["error"]
     assert "alice" in error and "https://ci.example/p/1" in error
 

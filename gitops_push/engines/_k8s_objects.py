@@ -189,7 +189,7 @@ def _from_node(node: yaml.Node, line: int, display: str) -> list[Manifest]:
                          path=f"{display}:{line}")
     body = to_python(node, display)
     if _is_list(body):
-        items = _child(node, "items", display)
+        items = _child(node, "items")
         nodes = items.value if isinstance(items, yaml.SequenceNode) else []
         return [m for item in nodes for m in _from_node(item, line_of(item), display)]
     return [Manifest(body, display, line, node)]
@@ -231,7 +231,7 @@ def parse_rendered(text: str, display: str) -> list[Manifest]:
     return out
 
 
-def _child(node: yaml.MappingNode, key: str, display: str) -> yaml.Node | None:
+def _child(node: yaml.MappingNode, key: str) -> yaml.Node | None:
     for k, v in node.value:
         if isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.Node):
             return v
