@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -335,33 +336,26 @@ class CommandFailed(Exception):
     pass
 
 
-def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str]) -> tuple[float, str]:
-    """Wall time of one subprocess and its stdout; CommandFailed on a non-zero exit."""
+@dataclass(frozen=True)
+class Timed:
+    wall: float  # seconds, perf_counter around the subprocess
+    cpu: float  # user + system seconds of the child and everything it waited for
+    stdout: str
+
+
+def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Timed:
+    """Wall and CPU time of one subprocess; CommandFailed on a non-zero exit."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     res = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise CommandFailed(
             f"{' '.join(cmd)} exited {res.returncode}\n{res.stderr[-2000:]}{res.stdout[-500:]}"
         )
-    return elapsed, res.stdout
-
-
-@dataclass
-class Stats:
-    samples: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def low(self) -> float:
-        return min(self.samples)
-
-    @property
-    def high(self) -> float:
-        return max(self.samples)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(elapsed, cpu, res.stdout)
 
 
 def check_changed(stdout: str, built: Built) -> str | None:
@@ -525,7 +519,7 @@ def _main(args: argparse.Namespace, p: Params, gp: str, workdir: Path) -> int:
     repo = built.path
     print(f"gitops-push changed benchmark  ({time.strftime('%Y-%m-%d %H:%M')}, "
           f"{platform.node() or 'host'}, {os.cpu_count()} CPUs, python "
-          f"{platform.python_version()}, {run(['git', '--version'], repo, env)[1].strip()})")
+          f"{platform.python_version()}, {run(['git', '--version'], repo, env).stdout.strip()})")
     print(f"repository: {built.stacks} stacks, {built.files} files, {built.commits} commits, "
           f"{len(built.changed_paths)} files changed base..head "
           f"({'cached' if built.cached else f'built in {built.seconds:.1f} s'})")
@@ -540,13 +534,13 @@ def _main(args: argparse.Namespace, p: Params, gp: str, workdir: Path) -> int:
     help_cmd = [gp, "--help"]
 
     # sanity: the floor sees the 40 files, and discovery finds every stack
-    _, diff_out = run(diff_cmd, repo, env)
+    diff_out = run(diff_cmd, repo, env).stdout
     if sorted(diff_out.split()) != built.changed_paths:
         print(f"ERROR: git diff lists {len(diff_out.split())} files, expected "
               f"{len(built.changed_paths)}", file=sys.stderr)
         return 2
     try:
-        _, all_out = run([gp, "changed", "--all", "--output", "json"], repo, env)
+        all_out = run([gp, "changed", "--all", "--output", "json"], repo, env).stdout
     except CommandFailed as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
@@ -560,69 +554,65 @@ def _main(args: argparse.Namespace, p: Params, gp: str, workdir: Path) -> int:
 
     wait_quiet(args.wait_quiet)
     load_start = load1()
-    changed_t: list[float] = []
-    floor_t: list[float] = []
-    diff_t: list[float] = []
-    grep_t: list[float] = []
-    help_t: list[float] = []
+    commands = {"changed": changed_cmd, "diff": diff_cmd, "grep": grep_cmd, "help": help_cmd}
+    wall: dict[str, list[float]] = {k: [] for k in (*commands, "floor")}
+    cpu: dict[str, list[float]] = {k: [] for k in (*commands, "floor")}
     wrong: str | None = None
     try:
         for k in range(args.warmup + args.runs):
-            t_changed, out = run(changed_cmd, repo, env)
-            wrong = wrong or check_changed(out, built)
-            t_diff, _ = run(diff_cmd, repo, env)
-            t_grep, _ = run(grep_cmd, repo, env)
-            t_help, _ = run(help_cmd, repo, env)
-            if k >= args.warmup:
-                changed_t.append(t_changed)
-                diff_t.append(t_diff)
-                grep_t.append(t_grep)
-                floor_t.append(t_diff + t_grep)
-                help_t.append(t_help)
+            timed = {name: run(cmd, repo, env) for name, cmd in commands.items()}
+            wrong = wrong or check_changed(timed["changed"].stdout, built)
+            if k < args.warmup:
+                continue
+            for name, t in timed.items():
+                wall[name].append(t.wall)
+                cpu[name].append(t.cpu)
+            wall["floor"].append(timed["diff"].wall + timed["grep"].wall)
+            cpu["floor"].append(timed["diff"].cpu + timed["grep"].cpu)
     except CommandFailed as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
-
     load_end = load1()
-    changed_s, floor_s, help_s = Stats(changed_t), Stats(floor_t), Stats(help_t)
-    ratio = changed_s.median / floor_s.median
-    ratios = [c / f for c, f in zip(changed_t, floor_t, strict=True)]
 
     hf: dict[str, float] = {}
     if not args.no_hyperfine:
-        hf = hyperfine({"changed": changed_cmd, "diff": diff_cmd, "grep": grep_cmd,
-                        "help": help_cmd}, repo, env, args.runs, args.warmup, workdir)
+        hf = hyperfine(commands, repo, env, args.runs, args.warmup, workdir)
+        if hf:
+            hf["floor"] = hf["diff"] + hf["grep"]
 
-    ms = 1000.0
-    rows: list[tuple[str, str, str, str, str, str]] = [
-        ("changed --output json", f"{changed_s.median * ms:.0f} ms",
-         f"{changed_s.low * ms:.0f}-{changed_s.high * ms:.0f} ms",
-         f"{hf['changed'] * ms:.0f} ms" if hf else "-", "< 1000 ms",
-         verdict(changed_s.median < TARGET_CHANGED_S)),
-        ("  floor: git diff --name-only", f"{Stats(diff_t).median * ms:.0f} ms",
-         f"{min(diff_t) * ms:.0f}-{max(diff_t) * ms:.0f} ms",
-         f"{hf['diff'] * ms:.0f} ms" if hf else "-", "", ""),
-        ("  floor: git grep -n source", f"{Stats(grep_t).median * ms:.0f} ms",
-         f"{min(grep_t) * ms:.0f}-{max(grep_t) * ms:.0f} ms",
-         f"{hf['grep'] * ms:.0f} ms" if hf else "-", "", ""),
-        ("floor (diff + grep)", f"{floor_s.median * ms:.0f} ms",
-         f"{floor_s.low * ms:.0f}-{floor_s.high * ms:.0f} ms",
-         f"{(hf['diff'] + hf['grep']) * ms:.0f} ms" if hf else "-", "", ""),
-        ("ratio changed / floor", f"{ratio:.2f}x", f"{min(ratios):.2f}-{max(ratios):.2f}x",
-         f"{hf['changed'] / (hf['diff'] + hf['grep']):.2f}x" if hf else "-", "<= 4x",
-         verdict(ratio <= TARGET_RATIO)),
-        ("gitops-push --help", f"{help_s.median * ms:.0f} ms",
-         f"{help_s.low * ms:.0f}-{help_s.high * ms:.0f} ms",
-         f"{hf['help'] * ms:.0f} ms" if hf else "-", "< 250 ms",
-         verdict(help_s.median < TARGET_HELP_S)),
+    def ms(x: float) -> str:
+        return f"{x * 1000:.0f} ms"
+
+    def timing(name: str) -> tuple[str, str, str, str]:
+        w = wall[name]
+        return (ms(statistics.median(w)), f"{min(w) * 1000:.0f}-{max(w) * 1000:.0f} ms",
+                ms(statistics.median(cpu[name])), ms(hf[name]) if name in hf else "-")
+
+    def ratio(values: dict[str, list[float]]) -> float:
+        return statistics.median(values["changed"]) / statistics.median(values["floor"])
+
+    med_changed = statistics.median(wall["changed"])
+    med_help = statistics.median(wall["help"])
+    wall_ratio = ratio(wall)
+    ratios = [c / f for c, f in zip(wall["changed"], wall["floor"], strict=True)]
+    rows: list[tuple[str, ...]] = [
+        ("measure", "median", "min-max", "cpu (median)", "hyperfine", "target", "result"),
+        ("changed --output json", *timing("changed"), "< 1000 ms",
+         verdict(med_changed < TARGET_CHANGED_S)),
+        ("  floor: git diff --name-only", *timing("diff"), "", ""),
+        ("  floor: git grep -n source", *timing("grep"), "", ""),
+        ("floor (diff + grep)", *timing("floor"), "", ""),
+        ("ratio changed / floor", f"{wall_ratio:.2f}x", f"{min(ratios):.2f}-{max(ratios):.2f}x",
+         f"{ratio(cpu):.2f}x", f"{hf['changed'] / hf['floor']:.2f}x" if hf else "-", "<= 4x",
+         verdict(wall_ratio <= TARGET_RATIO)),
+        ("gitops-push --help", *timing("help"), "< 250 ms", verdict(med_help < TARGET_HELP_S)),
         ("changed output correct", f"{len(built.expected_stacks)} stacks",
-         f"{args.warmup + args.runs} runs", "-", "exact", verdict(wrong is None)),
+         f"{args.warmup + args.runs} runs", "", "", "exact", verdict(wrong is None)),
     ]
-    head = ("measure", "median", "min-max", "hyperfine", "target", "result")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print(f"\nmedians of {args.runs} runs after {args.warmup} warm-up "
-          f"(wall time of each subprocess)\n")
-    for r in [head, *rows]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"\nmedians of {args.runs} runs after {args.warmup} warm-up (wall time of each "
+          "subprocess; cpu = user+sys of it and its children; PASS/FAIL on the wall median)\n")
+    for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"\n{load_note(load_start, load_end)}")
     if wrong is not None:

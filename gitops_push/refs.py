@@ -205,7 +205,9 @@ class RefIndex:
         referenced: set[str] = set()
         for d in kdirs:
             for inp in self.kustomize_inputs(d):
-                referenced.add(inp.path if inp.is_dir else (inp.path.rpartition("/")[0] or "."))
+                target = inp.path if inp.is_dir else (inp.path.rpartition("/")[0] or ".")
+                if target != d:  # a kustomization's own files do not make it a base
+                    referenced.add(target)
         manifest_files = self.repo.grep_files(
             self.tree.sha, r'^apiVersion:|"apiVersion"', ["*.yaml", "*.yml", "*.json"]
         )
