@@ -45,8 +45,9 @@ fi
 
 run "$gp" changed --all
 run "$gp" lint --all
-run "$gp" plan "${stacks[@]}" --plan-dir "$work/plans" --summary-md "$work/plan.md"
-run "$gp" apply "${stacks[@]}" --plan-dir "$work/plans"
+# First deployment: app reads network's outputs, so it can only be planned once network
+# exists. Plain `apply` plans and applies stack by stack, wave by wave.
+run "$gp" apply "${stacks[@]}"
 
 step "edit modules/service/main.tf (a shared local module) and infra/app/main.tf, commit, push"
 sed -i.bak 's/default = 2/default = 3/' infra/app/main.tf && rm infra/app/main.tf.bak
@@ -55,8 +56,9 @@ git commit -q -am "Scale the web service to 3 replicas"
 git push -q origin main
 
 run "$gp" changed --base HEAD~1
-run "$gp" plan "${stacks[@]}" --plan-dir "$work/plans2"
-run "$gp" apply "${stacks[@]}" --plan-dir "$work/plans2"
+# Now the reviewed-plan flow: plan saves plans, apply applies exactly those.
+run "$gp" plan "${stacks[@]}" --plan-dir "$work/plans" --summary-md "$work/plan.md"
+run "$gp" apply "${stacks[@]}" --plan-dir "$work/plans"
 run "$gp" audit log
 run "$gp" status
 

@@ -22,7 +22,14 @@ from gitops_push.config import Config
 from gitops_push.errors import AuditError, ExitCode, UserError
 from gitops_push.git import Repo
 from gitops_push.lock import LockSet
-from gitops_push.runner import Reporter, StackOutcome, base_outcome, default_parallel, run_waves
+from gitops_push.runner import (
+    Reporter,
+    StackOutcome,
+    Task,
+    base_outcome,
+    default_parallel,
+    run_waves,
+)
 from gitops_push.workflow import (
     RunOptions,
     RunReport,
@@ -131,7 +138,7 @@ def stack_entry(o: StackOutcome) -> dict[str, Any]:
 
 # -- apply ------------------------------------------------------------------------------
 def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockSet,
-               *, fix_only: bool = False) -> Any:
+               *, fix_only: bool = False) -> Task:
     opts = session.options
 
     def task(change: StackChange) -> StackOutcome:

@@ -165,6 +165,10 @@ def run(
         def line_cb(line: str) -> None:
             cb(redact(line, secret_list))
 
+    if cwd is not None and not Path(cwd).is_dir():
+        # Popen raises FileNotFoundError for a missing cwd too: say which it is
+        raise ToolError(f"{name}: working directory {os.fspath(cwd)!r} does not exist",
+                        command=argv)
     log.debug("run: %s (cwd=%s)", redact(format_command(argv), secret_list), cwd)
     start = time.monotonic()
     try:

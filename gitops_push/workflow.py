@@ -27,6 +27,7 @@ from gitops_push.runner import (
     NullReporter,
     Reporter,
     StackOutcome,
+    Task,
     base_outcome,
     default_parallel,
     run_waves,
@@ -314,7 +315,7 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
 
 
 # -- plan ---------------------------------------------------------------------------------
-def plan_task(session: Session, base: str | None) -> Any:
+def plan_task(session: Session, base: str | None) -> Task:
     opts = session.options
 
     def task(change: StackChange) -> StackOutcome:

@@ -30,12 +30,13 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     home = tmp_path_factory.mktemp("home")
     gitconfig = home / ".gitconfig"
     gitconfig.write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+    ci_vars = ("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_")
     for key in list(os.environ):
-        if key.startswith(("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_")) or key in (
-            "CI", "GIT_DIR", "GIT_WORK_TREE", "KUBECONFIG", "TF_DATA_DIR",
-        ):
-            if key != "GITOPS_PUSH_TEST_KUBECONFIG":
-                monkeypatch.delenv(key, raising=False)
+        if key == "GITOPS_PUSH_TEST_KUBECONFIG":
+            continue
+        if key.startswith(ci_vars) or key in ("CI", "GIT_DIR", "GIT_WORK_TREE", "KUBECONFIG",
+                                              "TF_DATA_DIR", "TF_CLI_CONFIG_FILE"):
+            monkeypatch.delenv(key, raising=False)
     env = {
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),

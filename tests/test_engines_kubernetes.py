@@ -27,8 +27,6 @@ from gitops_push.engines.base import EngineContext, LintResult, PlanResult
 from gitops_push.errors import ConfigError, GitopsPushError, ToolError, UserError
 from gitops_push.schema import Section
 
-pytest_plugins = ["fixtures_kube"]
-
 LABEL = "gitops-push.io/stack"
 PAUSE = "registry.k8s.io/pause:3.10"
 

@@ -191,7 +191,7 @@ def test_markdown_is_truncated_within_the_comment_limit() -> None:
     assert cut.count("```") % 2 == 0 and cut.count("<details>") == cut.count("</details>")
 
 
-# -- property-based: arbitrary names and fragments ---------------------------------------------------
+# -- property-based: arbitrary names and fragments ----------------------------------------
 names = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00/"),
                 min_size=1, max_size=40).filter(lambda s: s not in (".", "..") and
                                                len(s.encode()) < 200)
