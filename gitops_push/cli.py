@@ -265,6 +265,9 @@ def plan(ctx: click.Context, base: str | None, head: str | None, all_stacks: boo
 
 
 def apply_options(f: F) -> F:
+    f = click.option("--lock-ttl", default="1h", show_default=True, envvar=env("lock-ttl"),
+                     help="A lock left by a killed run expires after this (renewed while "
+                          "alive).")(f)
     f = click.option("--lock-timeout", default="10m", show_default=True,
                      envvar=env("lock-timeout"), help="Wait this long for a held stack lock.")(f)
     f = click.option("--force-conflicts", is_flag=True, envvar=env("force-conflicts"),
@@ -286,7 +289,8 @@ def apply_options(f: F) -> F:
 @click.pass_context
 def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[str, ...],
           plan_dir: Path | None, allow_branch: bool, allow_destroy: bool, force_conflicts: bool,
-          lock_timeout: str, parallel: int | None, output: str, summary_md: Path | None) -> None:
+          lock_timeout: str, lock_ttl: str, parallel: int | None, output: str,
+          summary_md: Path | None) -> None:
     """Apply the changed stacks from the default branch and record it in the audit trail.
 
     Each stack is compared with its last successful deployment (from the audit trail),
@@ -306,7 +310,8 @@ def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[
     opts = workflow.RunOptions("apply", base=base, all_stacks=all_stacks, stacks=_stacks(stacks),
                                plan_dir=plan_dir, parallel=parallel, allow_branch=allow_branch,
                                allow_destroy=allow_destroy, force_conflicts=force_conflicts,
-                               lock_timeout=_duration(lock_timeout), flags=_flags(ctx))
+                               lock_timeout=_duration(lock_timeout),
+                               lock_ttl=_duration(lock_ttl), flags=_flags(ctx))
     _execute(state, deploy.apply, output, summary_md, repo, config, opts)
 
 
@@ -319,7 +324,7 @@ def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[
 @click.pass_context
 def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bool,
           allow_branch: bool, allow_destroy: bool, force_conflicts: bool, lock_timeout: str,
-          parallel: int | None, output: str, summary_md: Path | None) -> None:
+          lock_ttl: str, parallel: int | None, output: str, summary_md: Path | None) -> None:
     """Check every stack's live state against git (exit 4 when something drifted).
 
     \b
@@ -336,7 +341,8 @@ def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bo
     opts = workflow.RunOptions("drift", all_stacks=True, stacks=_stacks(stacks), fix=fix,
                                parallel=parallel, allow_branch=allow_branch,
                                allow_destroy=allow_destroy, force_conflicts=force_conflicts,
-                               lock_timeout=_duration(lock_timeout), flags=_flags(ctx))
+                               lock_timeout=_duration(lock_timeout),
+                               lock_ttl=_duration(lock_ttl), flags=_flags(ctx))
     _execute(state, deploy.drift, output, summary_md, repo, config, opts)
 
 
@@ -352,7 +358,7 @@ def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bo
 @click.pass_context
 def rollback(ctx: click.Context, to: str, dry_run: bool, stacks: tuple[str, ...],
              allow_branch: bool, allow_destroy: bool, force_conflicts: bool, lock_timeout: str,
-             parallel: int | None, output: str, summary_md: Path | None) -> None:
+             lock_ttl: str, parallel: int | None, output: str, summary_md: Path | None) -> None:
     """Restore the stacks' files to REF in a new commit on the default branch, push it,
     and apply the affected stacks.
 
@@ -370,7 +376,8 @@ def rollback(ctx: click.Context, to: str, dry_run: bool, stacks: tuple[str, ...]
     opts = workflow.RunOptions("rollback", stacks=_stacks(stacks), parallel=parallel,
                                allow_branch=allow_branch, allow_destroy=allow_destroy,
                                force_conflicts=force_conflicts,
-                               lock_timeout=_duration(lock_timeout), flags=_flags(ctx))
+                               lock_timeout=_duration(lock_timeout),
+                               lock_ttl=_duration(lock_ttl), flags=_flags(ctx))
     _execute(state, rollback_mod.rollback, output, summary_md, repo, config, opts,
              to=to, dry_run=dry_run)
 

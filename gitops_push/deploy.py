@@ -18,10 +18,11 @@ from typing import Any
 from gitops_push import __version__, audit, changes, plans
 from gitops_push import ci as ci_env
 from gitops_push.changes import ChangeSet, Range, StackChange
-from gitops_push.config import Config
-from gitops_push.errors import AuditError, ExitCode, UserError
+from gitops_push.config import Config, Stack
+from gitops_push.discovery import resolve_stacks
+from gitops_push.errors import AuditError, ExitCode, GitopsPushError, UserError
 from gitops_push.git import Repo
-from gitops_push.lock import LockSet
+from gitops_push.lock import LockSet, active_run_ids
 from gitops_push.runner import (
     Reporter,
     StackOutcome,
@@ -42,6 +43,7 @@ from gitops_push.workflow import (
     deployed_commits,
     make_ctx,
     new_session,
+    phase_env,
     select,
     select_for_apply,
 )
@@ -195,8 +197,49 @@ def _refuse_destroy(cs: ChangeSet, opts: RunOptions) -> None:
         )
 
 
-def _trail(repo: Repo, config: Config, environ: Mapping[str, str]) -> audit.Trail:
-    return audit.Trail(repo, config.audit, environ=environ)
+def _trail(repo: Repo, config: Config, environ: Mapping[str, str],
+           stacks: list[Stack] | None = None) -> audit.Trail:
+    """The audit trail, refusing any record that would carry a credential value."""
+    secrets: set[str] = set()
+    for stack in stacks or []:
+        for phase in ("plan", "apply", "drift"):
+            secrets.update(phase_env(stack, phase, environ)[1])
+    branch = changes.default_branch(repo, config, ci_env.detect(environ))
+    return audit.Trail(repo, config.audit, environ=environ, default_branch=branch,
+                       secrets=sorted(secrets))
+
+
+def _interrupted(repo: Repo, records: list[dict[str, Any]], run_id: str) -> tuple[list[str],
+                                                                                  list[str]]:
+    """Runs that started and never finished (killed), reported once each.
+
+    Runs still holding an unexpired lock may be alive (in another pipeline), so they
+    are not reported until their lock expires.
+    """
+    try:
+        active = active_run_ids(repo)
+    except GitopsPushError:
+        active = set()
+    runs = audit.interrupted_runs(records, run_id, active_run_ids=active)
+    warnings = [f"run {r.get('run_id')} ({r.get('command')} of {str(r.get('head'))[:12]} by "
+                f"{r.get('actor')}) started at {r.get('started_at')} and never finished: it was "
+                "interrupted" for r in runs]
+    return warnings, [str(r.get("run_id")) for r in runs]
+
+
+def _locks(repo: Repo, session: Session, base_rec: Mapping[str, Any]) -> LockSet:
+    opts = session.options
+    return LockSet(repo, owner=_owner(session, base_rec), environ=session.environ,
+                   timeout=opts.lock_timeout, ttl=opts.lock_ttl)
+
+
+def _lock_notes(locks: LockSet, trail: audit.Trail, report: RunReport) -> None:
+    for info in locks.takeovers:
+        report.warnings.append(f"took over an expired lock: {info.describe()}")
+    for stack, why in locks.lost.items():
+        report.warnings.append(f"lock of stack {stack} was lost during the run: {why}")
+    report.warnings.extend(locks.warnings)
+    report.warnings.extend(trail.warnings)
 
 
 def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
@@ -205,7 +248,8 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
           ) -> RunReport:
     branch = check_branch(repo, config, opts, environ)
     check_clean(repo)
-    trail = _trail(repo, config, environ)
+    stacks = resolve_stacks(config, repo, repo.tree(repo.head()))
+    trail = _trail(repo, config, environ, stacks)
     warnings: list[str] = []
     warnings += _flush(trail)
     records = trail.records()
@@ -215,10 +259,8 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
     with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
         session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
                               Path(tmp))
-        for r in audit.interrupted_runs(records, session.run_id):
-            warnings.append(f"run {r.get('run_id')} ({r.get('command')} of "
-                            f"{str(r.get('head'))[:12]} by {r.get('actor')}) started at "
-                            f"{r.get('started_at')} and never finished: it was interrupted")
+        interrupted, interrupted_ids = _interrupted(repo, records, session.run_id)
+        warnings += interrupted
         report = RunReport(command, session.run_id, cs.range.head, cs.range.base,
                            cs.range.source, warnings=warnings)
         base_rec = record_base(session, command, cs.range, branch)
@@ -233,11 +275,11 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
             return report
         check_engines(session, [c.stack for c in cs.stacks])
         report.audit = _append(trail, {**base_rec, "phase": "started", "started_at": started_at,
+                                       "interrupted_runs": interrupted_ids,
                                        "stacks": [{"name": c.stack.name, "status": c.status}
                                                   for c in cs.stacks]}, report)
         base_of = {c.stack.name: _base_for(c, cs, records) for c in cs.stacks}
-        locks = LockSet(repo, owner=_owner(session, base_rec), environ=environ,
-                        timeout=opts.lock_timeout)
+        locks = _locks(repo, session, base_rec)
         try:
             report.outcomes = stale + run_waves(
                 cs.stacks, apply_task(session, base_of, locks),
@@ -245,6 +287,7 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
                 cancel=session.cancel, depends=depends_fn(cs.all_stacks))
         finally:
             locks.release_all()
+            _lock_notes(locks, trail, report)
             report.interrupted = session.cancel.is_set()
             final = {**base_rec, "phase": "finished", "started_at": started_at,
                      "finished_at": audit.now_utc(),
@@ -322,13 +365,15 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
     cs = select(repo, config, sel, environ)
     cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != "removed"),
                    cs.all_stacks)
-    trail = _trail(repo, config, environ)
+    trail = _trail(repo, config, environ, list(cs.all_stacks))
     warnings = _flush(trail)
+    records = trail.records()
     with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
         session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
                               Path(tmp))
+        interrupted, interrupted_ids = _interrupted(repo, records, session.run_id)
         report = RunReport("drift", session.run_id, cs.range.head, None, "all",
-                           warnings=warnings)
+                           warnings=warnings + interrupted)
         if not cs.stacks:
             report.notes.append("no stacks")
             return report
@@ -336,10 +381,10 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
         base_rec = record_base(session, "drift", cs.range, repo.current_branch())
         started_at = audit.now_utc()
         report.audit = _append(trail, {**base_rec, "phase": "started", "started_at": started_at,
+                                       "interrupted_runs": interrupted_ids,
                                        "stacks": [{"name": c.stack.name} for c in cs.stacks]},
                                report)
-        locks = LockSet(repo, owner=_owner(session, base_rec), environ=environ,
-                        timeout=opts.lock_timeout)
+        locks = _locks(repo, session, base_rec)
         fixer = apply_task(session, {}, locks, fix_only=True)
 
         def task(change: StackChange) -> StackOutcome:
@@ -361,6 +406,7 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
                                         depends=lambda name: set())
         finally:
             locks.release_all()
+            _lock_notes(locks, trail, report)
             report.interrupted = session.cancel.is_set()
             final = {**base_rec, "phase": "finished", "started_at": started_at,
                      "finished_at": audit.now_utc(),

@@ -50,6 +50,7 @@ class RunOptions:
     allow_destroy: bool = False
     force_conflicts: bool = False
     lock_timeout: float = 600.0
+    lock_ttl: float = 3600.0
     fix: bool = False
     flags: Mapping[str, Any] = field(default_factory=dict)
 
