@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -279,23 +279,33 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
                                        "stacks": [{"name": c.stack.name, "status": c.status}
                                                   for c in cs.stacks]}, report)
         base_of = {c.stack.name: _base_for(c, cs, records) for c in cs.stacks}
-        locks = _locks(repo, session, base_rec)
-        try:
-            report.outcomes = stale + run_waves(
-                cs.stacks, apply_task(session, base_of, locks),
-                parallel=opts.parallel or default_parallel(), reporter=session.reporter,
-                cancel=session.cancel, depends=depends_fn(cs.all_stacks))
-        finally:
-            locks.release_all()
-            _lock_notes(locks, trail, report)
-            report.interrupted = session.cancel.is_set()
-            final = {**base_rec, "phase": "finished", "started_at": started_at,
-                     "finished_at": audit.now_utc(),
-                     "outcome": "interrupted" if report.interrupted else _overall(report),
-                     "stacks": [stack_entry(o) for o in report.outcomes]}
-            report.audit = _append(trail, final, report)
+        report.outcomes = list(stale)
+        _run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
+                      lambda locks: apply_task(session, base_of, locks),
+                      depends_fn(cs.all_stacks), _overall)
     report.exit_code = apply_exit_code(report)
     return report
+
+
+def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: ChangeSet,
+                  base_rec: Mapping[str, Any], make_task: Callable[[LockSet], Task],
+                  depends: Callable[[str], set[str]],
+                  overall: Callable[[RunReport], str]) -> None:
+    """Run the stacks under this run's locks; always release them and write ``finished``."""
+    locks = _locks(session.repo, session, base_rec)
+    try:
+        report.outcomes += run_waves(cs.stacks, make_task(locks),
+                                     parallel=session.options.parallel or default_parallel(),
+                                     reporter=session.reporter, cancel=session.cancel,
+                                     depends=depends)
+    finally:
+        locks.release_all()
+        _lock_notes(locks, trail, report)
+        report.interrupted = session.cancel.is_set()
+        final = {**base_rec, "phase": "finished", "finished_at": audit.now_utc(),
+                 "outcome": "interrupted" if report.interrupted else overall(report),
+                 "stacks": [stack_entry(o) for o in report.outcomes]}
+        report.audit = _append(trail, final, report)
 
 
 def _base_for(change: StackChange, cs: ChangeSet, records: list[dict[str, Any]]
@@ -384,37 +394,33 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
                                        "interrupted_runs": interrupted_ids,
                                        "stacks": [{"name": c.stack.name} for c in cs.stacks]},
                                report)
-        locks = _locks(repo, session, base_rec)
-        fixer = apply_task(session, {}, locks, fix_only=True)
 
-        def task(change: StackChange) -> StackOutcome:
-            stack = change.stack
-            session.reporter.stack_step(stack.name, "drift")
-            result = session.engine(stack).drift(stack, make_ctx(session, stack, "drift"))
-            if not result.drifted:
-                return base_outcome(change, "clean", "no drift", drift=result)
-            message = f"{len(result.items)} resource(s) drifted"
-            if not opts.fix:
-                return base_outcome(change, "drifted", message, drift=result)
-            fixed = fixer(change)
-            return replace(fixed, drift=result, message=f"{message}; {fixed.message}")
+        def make_task(locks: LockSet) -> Task:
+            fixer = apply_task(session, {}, locks, fix_only=True)
 
-        try:
-            report.outcomes = run_waves(cs.stacks, task,
-                                        parallel=opts.parallel or default_parallel(),
-                                        reporter=session.reporter, cancel=session.cancel,
-                                        depends=lambda name: set())
-        finally:
-            locks.release_all()
-            _lock_notes(locks, trail, report)
-            report.interrupted = session.cancel.is_set()
-            final = {**base_rec, "phase": "finished", "started_at": started_at,
-                     "finished_at": audit.now_utc(),
-                     "outcome": "interrupted" if report.interrupted else (
-                         "drift" if any(o.result == "drifted" for o in report.outcomes)
-                         else _overall(report)),
-                     "stacks": [stack_entry(o) for o in report.outcomes]}
-            report.audit = _append(trail, final, report)
+            def task(change: StackChange) -> StackOutcome:
+                stack = change.stack
+                session.reporter.stack_step(stack.name, "drift")
+                result = session.engine(stack).drift(stack, make_ctx(session, stack, "drift"))
+                if not result.drifted:
+                    return base_outcome(change, "clean", "no drift", drift=result)
+                message = f"{len(result.items)} resource(s) drifted"
+                if not opts.fix:
+                    return base_outcome(change, "drifted", message, drift=result)
+                fixed = fixer(change)
+                return replace(fixed, drift=result, message=f"{message}; {fixed.message}")
+
+            return task
+
+        def overall(rep: RunReport) -> str:
+            drifted = any(o.result == "drifted" for o in rep.outcomes)
+            return "drift" if drifted else _overall(rep)
+
+        _run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
+                      make_task,
+                      # detection reports every stack; a fix skips dependents of a failure
+                      depends_fn(cs.all_stacks) if opts.fix else (lambda name: set()),
+                      overall)
     report.exit_code = drift_exit_code(report)
     return report
 
