@@ -205,7 +205,9 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
         if not all(p.startswith(audit_prefix) for p in c.paths)
     ]
     changed_paths = _paths(diff)
-    refs = RefIndex(repo, head_tree)
+    refs = RefIndex.of(repo, head_tree)
+    if any(s.type == "terraform" for s in head_stacks):
+        refs.preload_terraform()
     results: dict[str, list[Reason]] = {}
 
     for path in changed_paths:
@@ -271,11 +273,17 @@ def _removed(
 ) -> list[StackChange]:
     """Stacks that existed at the base and whose directory is gone at head."""
     assert rng.base is not None
-    if not any(c.status in ("D", "R") for c in diff):
+    head_tree = repo.tree(rng.head)
+    # a stack can only be gone if some directory of a deleted file is gone entirely
+    gone_dirs = {
+        (c.old_path or c.path).rpartition("/")[0] or "."
+        for c in diff
+        if c.status in ("D", "R")
+    }
+    if not any(not head_tree.is_dir(d) for d in gone_dirs) and not _config_changed(config, diff):
         return []
     base_config = _config_at(repo, config, rng.base)
     base_tree = repo.tree(rng.base)
-    head_tree = repo.tree(rng.head)
     try:
         base_stacks = resolve_stacks(base_config, repo, base_tree, strict=False)
     except (ConfigError, UserError):
@@ -300,6 +308,10 @@ def _removed(
             )
         )
     return out
+
+
+def _config_changed(config: Config, diff: list[FileChange]) -> bool:
+    return config.file is not None and any(config.file in c.paths for c in diff)
 
 
 def _config_at(repo: Repo, config: Config, sha: str) -> Config:

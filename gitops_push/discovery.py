@@ -78,7 +78,7 @@ def stack_name(path: str) -> str:
 
 def resolve_stacks(config: Config, repo: Repo, tree: Tree, *, strict: bool = True) -> list[Stack]:
     """All stacks at one commit. ``strict``: explicit stacks must exist (config errors)."""
-    refs = RefIndex(repo, tree)
+    refs = RefIndex.of(repo, tree)
     stacks: list[Stack] = []
     for spec in config.stacks:
         s = spec.stack

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from gitops_push import proc
 from gitops_push.errors import GitError, ToolError
@@ -105,6 +106,7 @@ class Repo:
         self.root = Path(self._repo.working_tree_dir).resolve()
         self.git_dir = Path(self._repo.git_dir).resolve()
         self._trees: dict[str, Tree] = {}
+        self.ref_indexes: dict[str, Any] = {}  # tree sha -> refs.RefIndex (see RefIndex.of)
 
     # -- running git ------------------------------------------------------------------
     @cached_property

@@ -29,11 +29,15 @@ FILE_FUNCTIONS = frozenset(
     }
 )
 _PATH_PREFIX = re.compile(r"^\$\{path\.(module|root|cwd)\}/?")
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
-_SPACE = re.compile(r"[ \t\r]+")
 _HEREDOC = re.compile(r"<<(-?)([A-Za-z_][A-Za-z0-9_]*)[ \t]*\r?\n")
-_OTHER = re.compile(r"[^\s\"#/{}()\[\]=,<A-Za-z_]+|[/<]")
 MAX_BYTES = 8 * 1024 * 1024
+_TOKEN = re.compile(
+    r"(?P<ws>[ \t\r]+)|(?P<nl>\n)|(?P<line>(?:#|//)[^\n]*)|(?P<block>/\*)|(?P<str>\")"
+    r"|(?P<heredoc><<-?[A-Za-z_][A-Za-z0-9_]*[ \t]*\r?\n)|(?P<punct>[{}()\[\]=,])"
+    r"|(?P<ident>[A-Za-z_][A-Za-z0-9_\-]*)|(?P<other>[^\s\"#/{}()\[\]=,<A-Za-z_]+|[/<])"
+)
+_STRING_PLAIN = re.compile(r"[^\"\\\n$%]+")
+_MAYBE_REFS = re.compile(r"\bmodule\b|\bfile[a-z0-9]*\s*\(")
 
 
 @dataclass(frozen=True)
@@ -80,38 +84,32 @@ class _Scanner:
     def tokens(self) -> list[Token]:
         text, out = self.text, []
         n = len(text)
+        match = _TOKEN.match
         while self.pos < n:
-            c = text[self.pos]
-            m = _SPACE.match(text, self.pos)
-            if m:
-                self.pos = m.end()
+            m = match(text, self.pos)
+            if m is None:  # a lone character no rule covers: skip it
+                self.pos += 1
                 continue
-            if c == "\n":
+            kind = m.lastgroup
+            if kind == "nl":
                 out.append(Token("newline", "\n", self.line))
                 self.line += 1
-                self.pos += 1
-            elif c == "#" or text.startswith("//", self.pos):
-                end = text.find("\n", self.pos)
-                self.pos = n if end < 0 else end
-            elif text.startswith("/*", self.pos):
+                self.pos = m.end()
+            elif kind == "block":
                 end = text.find("*/", self.pos + 2)
                 if end < 0:
                     raise self.error("unterminated /* comment")
                 self.line += text.count("\n", self.pos, end)
                 self.pos = end + 2
-            elif c == '"':
+            elif kind == "str":
                 out.append(self.string())
-            elif text.startswith("<<", self.pos) and (m := _HEREDOC.match(text, self.pos)):
-                out.append(self.heredoc(m))
-            elif c in "{}()[]=,":
-                out.append(Token("punct", c, self.line))
-                self.pos += 1
-            elif m := _IDENT.match(text, self.pos):
-                out.append(Token("ident", m.group(), self.line))
+            elif kind == "heredoc":
+                out.append(self.heredoc(_HEREDOC.match(text, self.pos)))  # type: ignore[arg-type]
+            elif kind in ("punct", "ident"):
+                out.append(Token(kind, m.group(), self.line))
                 self.pos = m.end()
-            else:
-                m = _OTHER.match(text, self.pos)
-                self.pos = m.end() if m else self.pos + 1
+            else:  # whitespace, line comments, other characters
+                self.pos = m.end()
         return out
 
     def string(self) -> Token:
@@ -121,6 +119,10 @@ class _Scanner:
         buf: list[str] = []
         n = len(text)
         while True:
+            plain = _STRING_PLAIN.match(text, self.pos)
+            if plain is not None and plain.end() > self.pos:
+                buf.append(plain.group())
+                self.pos = plain.end()
             if self.pos >= n:
                 raise self.error("unterminated string", start_line)
             c = text[self.pos]
@@ -186,6 +188,8 @@ def scan(text: str, path: str) -> References:
     """Local-module and file() references of one ``.tf`` file."""
     if len(text) > MAX_BYTES:
         raise ParseError(f"file is too large to scan ({len(text)} bytes)", path=path)
+    if not _MAYBE_REFS.search(text):
+        return References((), ())  # nothing here can reference another path
     tokens = _Scanner(text, path).tokens()
     modules: list[ModuleRef] = []
     files: list[FileRef] = []

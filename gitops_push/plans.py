@@ -57,7 +57,7 @@ def files_hash(repo: Repo, sha: str, stack: Stack) -> str:
     """sha256 over (path, mode, blob) of every file the stack reads at ``sha``."""
     tree = repo.tree(sha)
     paths = set(tree.files_under(stack.path))
-    for inp in stack_inputs(RefIndex(repo, tree), stack):
+    for inp in stack_inputs(RefIndex.of(repo, tree), stack):
         if inp.is_dir:
             paths.update(tree.files_under(inp.path))
         elif tree.is_file(inp.path):

@@ -201,13 +201,19 @@ def run(
             pass
     deadline = None if timeout is None else start + timeout
     stopped: str | None = None
+    # a waiter thread wakes us the moment the tool exits (Popen.wait(timeout) polls with
+    # growing sleeps, which adds milliseconds to every short git call)
+    exited = threading.Event()
+
+    def waiter() -> None:
+        proc.wait()
+        exited.set()
+
+    threading.Thread(target=waiter, daemon=True).start()
     try:
         while True:
-            try:
-                proc.wait(timeout=0.05)
+            if exited.wait(0.1):
                 break
-            except subprocess.TimeoutExpired:
-                pass
             if cancel is not None and cancel.is_set():
                 stopped = "interrupted"
                 _stop(proc, grace)

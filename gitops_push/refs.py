@@ -17,7 +17,8 @@ from gitops_push import hcl, kustomize
 from gitops_push.errors import ParseError
 from gitops_push.git import Repo, Tree, resolve_in_tree
 
-_TF_CANDIDATE = r"source|file"
+# a module block or a file()-style call: the only constructs that reference other paths
+_TF_CANDIDATE = r"module|file[a-z0-9]*[[:space:]]*\("
 MAX_SYMLINK_HOPS = 40
 
 
@@ -31,6 +32,15 @@ class Input:
 
 
 class RefIndex:
+    @classmethod
+    def of(cls, repo: Repo, tree: Tree) -> RefIndex:
+        """The index of one commit, shared by discovery and change detection (it caches
+        parsed files, and re-reading them per stack would cost a git call each)."""
+        index = repo.ref_indexes.get(tree.sha)
+        if index is None:
+            index = repo.ref_indexes[tree.sha] = cls(repo, tree)
+        return index
+
     def __init__(self, repo: Repo, tree: Tree) -> None:
         self.repo = repo
         self.tree = tree
@@ -73,6 +83,10 @@ class RefIndex:
             files.extend(refs.files)
         for d, (mods, files) in merged.items():
             self._tf_refs[d] = hcl.References(tuple(mods), tuple(files))
+
+    def preload_terraform(self) -> None:
+        """Parse every ``.tf`` file that can hold a reference, in one batch read."""
+        self._load_tf(sorted({f.rpartition("/")[0] or "." for f in self.tf_candidates}))
 
     def tf_refs(self, d: str) -> hcl.References:
         if d not in self._tf_refs:

@@ -48,7 +48,7 @@ def paths_to_restore(repo: Repo, config: Config, target: str, head: str,
             raise UserError(f"--stack: unknown stack(s): {', '.join(sorted(unknown))}")
     target_tree = repo.tree(target)
     target_stacks = {s.name: s for s in resolve_stacks(config, repo, target_tree, strict=False)}
-    refs = RefIndex(repo, target_tree)
+    refs = RefIndex.of(repo, target_tree)
     paths: set[str] = set()
     for c in cs.stacks:
         if c.stack.name not in names:

@@ -31,6 +31,7 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     gitconfig = home / ".gitconfig"
     gitconfig.write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
     ci_vars = ("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_")
+    monkeypatch.setenv("TMPDIR", str(home.parent))  # killed runs leave work dirs; keep them here
     for key in list(os.environ):
         if key == "GITOPS_PUSH_TEST_KUBECONFIG":
             continue

@@ -60,9 +60,15 @@ def test_literal_file_paths_with_their_anchor() -> None:
 def test_malformed_input_is_a_parse_error_naming_file_and_line(
         text: str, line: int | None, fragment: str) -> None:
     with pytest.raises(ParseError) as info:
-        hcl.scan(text, "bad.tf")
+        hcl.scan(text + "\n# module\n", "bad.tf")
     assert info.value.path == (f"bad.tf:{line}" if line else "bad.tf")
     assert fragment in info.value.message
+
+
+def test_files_that_cannot_reference_a_path_are_not_tokenized() -> None:
+    # no `module` and no file() call: nothing to find, so even broken text is skipped
+    # (terraform validate reports it in lint)
+    assert hcl.scan('x = "unterminated', "plain.tf") == hcl.References((), ())
 
 
 def test_huge_files_are_scanned_in_linear_time_or_refused() -> None:

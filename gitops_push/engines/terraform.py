@@ -322,6 +322,7 @@ class TerraformEngine:
         self._versions: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._cache_locks: dict[str, threading.Lock] = {}
+        self._inited: dict[tuple[str, str, tuple[str, ...]], proc.Result] = {}
 
     # -- preflight ---------------------------------------------------------------------
     def check(self, stacks: list[Stack], env: Mapping[str, str]) -> None:
@@ -523,9 +524,23 @@ class TerraformEngine:
                 _require_inside(tf.ctx.stack_dir, value, "backend_config")
         args = ([f"-backend-config={c}" for c in settings.backend_config] if backend
                 else ["-backend=false"])
+        # plan, apply and the verifying drift check of one run share a data dir: initialise
+        # it once (a new process, as in a separate apply job, starts empty and inits again)
+        key = (tf.env.get("TF_DATA_DIR", ""), os.fspath(tf.ctx.stack_dir), tuple(args))
+        with self._lock:
+            done = self._inited.get(key)
+        if done is not None and backend:
+            return done
         with self._cache_lock(tf.env.get("TF_PLUGIN_CACHE_DIR")):
-            return tf.run("init", "-input=false", "-no-color", "-reconfigure", *args,
-                          check=backend)
+            result = tf.run("init", "-input=false", "-no-color", "-reconfigure", *args,
+                            check=backend)
+        if backend:
+            with self._lock:
+                self._inited[key] = result
+        else:  # a lint init (-backend=false) leaves the data dir needing a real init
+            with self._lock:
+                self._inited = {k: v for k, v in self._inited.items() if k[0] != key[0]}
+        return result
 
     @contextlib.contextmanager
     def _cache_lock(self, cache: str | None) -> Iterator[None]:
