@@ -244,3 +244,70 @@ def test_any_hcl_fragment_is_scanned_or_refused_naming_the_file(text: str) -> No
         hcl.scan(text, "f.tf")
     except ParseError as exc:
         assert exc.path is not None and exc.path.startswith("f.tf")
+
+
+# -- hostile Kubernetes manifests (offline lint; no cluster) -----------------------------------
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n"
+    for i in range(8))
+
+
+def k8s_lint(tmp_path: Path, files: dict[str, bytes]) -> list[str]:
+    stack_dir = tmp_path / "repo" / "k8s"
+    stack_dir.mkdir(parents=True)
+    for name, data in files.items():
+        (stack_dir / name).write_bytes(data)
+    return _lint_existing(tmp_path, stack_dir)
+
+
+@pytest.mark.parametrize(("data", "fragment", "line"), [
+    (b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n", "duplicate key", 5),
+    (b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n\tname: a\n", "tab", 4),
+    (b"apiVersion: v1\nkind: ConfigMap\n# caf\xe9\nmetadata: {name: a}\n", "UTF-8", 3),
+    (b"apiVersion: v1\nkind: [\n", "invalid YAML", None),
+    (LAUGHS.encode(), "alias expansion", None),
+])
+def test_hostile_manifests_are_lint_errors_with_file_and_line(
+        tmp_path: Path, data: bytes, fragment: str, line: int | None) -> None:
+    errors = k8s_lint(tmp_path, {"bad.yaml": data})
+    assert errors and any(fragment in e for e in errors), errors
+    assert all(e.startswith("k8s/bad.yaml") for e in errors)
+    if line is not None:
+        assert any(e.startswith(f"k8s/bad.yaml:{line}:") for e in errors), errors
+
+
+def test_a_manifest_symlinked_outside_the_repository_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "outside.yaml"
+    secret.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\n")
+    stack_dir = tmp_path / "repo" / "k8s"
+    stack_dir.mkdir(parents=True)
+    (stack_dir / "link.yaml").symlink_to(secret)
+    (stack_dir / "loop").symlink_to(stack_dir)  # a directory loop must not hang the walk
+    errors = _lint_existing(tmp_path, stack_dir)
+    assert any("symlink points outside the repository" in e for e in errors)
+
+
+def _lint_existing(tmp_path: Path, stack_dir: Path) -> list[str]:
+    from gitops_push import config
+    from gitops_push.engines import spec
+    from gitops_push.engines.base import EngineContext
+
+    stack = config.parse("version: 1\nstacks:\n  - {name: web, path: k8s, type: kubernetes}\n"
+                         ).stacks[0].stack
+    ctx = EngineContext(repo_root=tmp_path / "repo", stack_dir=stack_dir,
+                        env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]},
+                        phase="plan", work_dir=tmp_path / "work")
+    result = spec("kubernetes").factory().lint(stack, ctx)
+    return [str(d) for d in result.diagnostics if d.severity == "error"]
+
+
+def test_a_missing_kubectl_is_one_clear_error(tmp_path: Path) -> None:
+    from gitops_push import config
+    from gitops_push.engines import spec
+    from gitops_push.errors import GitopsPushError
+
+    stack = config.parse("version: 1\nstacks:\n  - {name: web, path: k8s, type: kubernetes}\n"
+                         ).stacks[0].stack
+    with pytest.raises(GitopsPushError) as info:
+        spec("kubernetes").factory().check([stack], {"PATH": str(tmp_path)})
+    assert "kubectl" in str(info.value)
