@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,17 @@ from gitops_push.errors import (
     UserError,
 )
 from gitops_push.fsutil import atomic_write
-from gitops_push.git import Repo
+from gitops_push.git import (
+    NETWORK_TIMEOUT,
+    Repo,
+    commit_tree,
+    hash_object,
+    ident_env,
+    push,
+    rev,
+    tree_with_file,
+    zero_oid,
+)
 
 MODES = ("branch", "notes", "commit")
 CHAIN_FIELDS = ("seq", "prev_sha256")
@@ -50,7 +59,6 @@ SKIP_CI = "[skip ci]"
 MAX_ATTEMPTS = 30  # pushes raced by concurrent runs: refetch, rebuild, retry
 MAX_UNREACHABLE = 3  # fetches failing in a row: origin is down, spool the record
 MAX_REJECTED = 3  # pushes refused while origin did not move: a hook or permissions
-NETWORK_TIMEOUT = 120.0
 MIN_SECRET_LEN = 4  # as proc.redact: shorter values match too much to mean anything
 SPOOL_VERSION = 1
 
@@ -192,105 +200,6 @@ def interrupted_runs(
                 continue
         skip.add(rid)
         out.append(dict(r))
-    return out
-
-
-# -- git plumbing (small enough to live here; candidates for git.Repo) --------------------
-def zero_oid(like: str) -> str:
-    """The all-zero object id of the repository's hash length ("ref must not exist")."""
-    return "0" * len(like)
-
-
-def ident_env(repo: Repo) -> dict[str, str]:
-    """repo.env, plus a ``gitops-push`` identity when git has none (bare CI images)."""
-    env = dict(repo.env)
-    for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
-        if repo.run("var", var, check=False).returncode != 0:
-            env.setdefault("GIT_AUTHOR_NAME", "gitops-push")
-            env.setdefault("GIT_AUTHOR_EMAIL", "gitops-push@localhost")
-            env.setdefault("GIT_COMMITTER_NAME", "gitops-push")
-            env.setdefault("GIT_COMMITTER_EMAIL", "gitops-push@localhost")
-            break
-    return env
-
-
-def hash_object(repo: Repo, data: bytes) -> str:
-    return repo.run("hash-object", "-w", "--stdin", input=data).stdout.strip()
-
-
-def commit_tree(repo: Repo, tree: str, parents: Sequence[str], message: str,
-                env: Mapping[str, str] | None = None) -> str:
-    """A commit object (not on any ref); ``env`` defaults to ``ident_env(repo)``."""
-    args = ["commit-tree", tree]
-    for p in parents:
-        args += ["-p", p]
-    return repo.run(*args, "-F", "-", input=message.encode(),
-                    env=env if env is not None else ident_env(repo)).stdout.strip()
-
-
-def tree_with_file(repo: Repo, base: str | None, path: str, blob: str) -> str:
-    """``base``'s tree plus one file, built in a throwaway index (never the real one)."""
-    with tempfile.TemporaryDirectory(prefix="gitops-push-index-") as tmp:
-        env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        repo.run("read-tree", *([base] if base else ["--empty"]), env=env)
-        repo.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
-        return repo.run("write-tree", env=env).stdout.strip()
-
-
-def rev(repo: Repo, ref: str) -> str | None:
-    res = repo.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-    return res.stdout.strip() or None if res.returncode == 0 else None
-
-
-# A lost race, not a refusal: the client saw the ref moved, or the server lost a ref-lock
-# race to a concurrent push ("cannot lock ref ... reference already exists / but expected").
-_RACE_MARKERS = ("stale info", "fetch first", "non-fast-forward", "already exists",
-                 "cannot lock ref", "but expected")
-
-
-@dataclass(frozen=True)
-class PushResult:
-    ok: bool
-    kind: str  # ok | stale (lease failed / not a fast-forward) | rejected (by origin) | error
-    detail: str
-
-
-def push(repo: Repo, remote: str, refspecs: Sequence[str], *, leases: Sequence[str] = (),
-         atomic: bool = False, timeout: float = NETWORK_TIMEOUT) -> PushResult:
-    """``git push --porcelain``, classified. Local pre-push hooks are skipped
-    (``--no-verify``): these are machine refs, not code."""
-    args = ["push", "--porcelain", "--no-verify", *(["--atomic"] if atomic else [])]
-    args += [f"--force-with-lease={lease}" for lease in leases]
-    try:
-        res = repo.run(*args, remote, *refspecs, check=False, timeout=timeout)
-    except ToolError as exc:  # timed out, or git missing
-        return PushResult(False, "error", exc.message)
-    summaries = [line.split("\t")[2] for line in res.stdout.splitlines()
-                 if line.count("\t") >= 2 and line[:1] == "!"]
-    if res.returncode == 0:
-        return PushResult(True, "ok", "")
-    text = "; ".join(summaries) or res.tail or f"git push exited {res.returncode}"
-    full = f"{text}\n{res.stderr.strip()}" if res.stderr.strip() else text
-    if "hook declined" in text:
-        return PushResult(False, "rejected", full)
-    if any(k in full for k in _RACE_MARKERS):
-        return PushResult(False, "stale", full)
-    return PushResult(False, "rejected" if "remote rejected" in text else "error", full)
-
-
-def ls_remote(repo: Repo, remote: str, pattern: str, *, timeout: float = NETWORK_TIMEOUT
-              ) -> dict[str, str] | None:
-    """ref -> sha on ``remote`` for refs matching ``pattern``; None if it cannot be read."""
-    try:
-        res = repo.run("ls-remote", remote, pattern, check=False, timeout=timeout)
-    except ToolError:
-        return None
-    if res.returncode != 0:
-        return None
-    out: dict[str, str] = {}
-    for line in res.stdout.splitlines():
-        sha, _, ref = line.partition("\t")
-        out[ref.strip()] = sha.strip()
     return out
 
 

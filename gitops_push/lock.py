@@ -28,18 +28,18 @@ from functools import cached_property
 from typing import Any
 
 from gitops_push import ci as ci_env
-from gitops_push.audit import (
+from gitops_push.audit import parse_time
+from gitops_push.errors import LockError, ToolError
+from gitops_push.git import (
     NETWORK_TIMEOUT,
+    Repo,
     commit_tree,
     ident_env,
     ls_remote,
-    parse_time,
     push,
     rev,
     zero_oid,
 )
-from gitops_push.errors import LockError, ToolError
-from gitops_push.git import Repo
 
 LOCK_PREFIX = "refs/gitops-push/locks/"
 DEFAULT_TTL = 3600.0  # seconds; renewed every ttl/3 while held
