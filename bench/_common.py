@@ -46,3 +46,27 @@ def find_gitops_push(explicit: str | None) -> str:
     if found is None:
         raise SystemExit("gitops-push not found: run with the venv python or pass --gitops-push")
     return found
+
+
+def isolated_env(workdir: Path, *, drop_extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Reproducible runs: a private HOME and caches, empty git config, a fixed identity,
+    no CI or gitops-push variables from the caller."""
+    home, cache, tmp = workdir / "home", workdir / "cache", workdir / "tmp"
+    for d in (home, cache, tmp):
+        d.mkdir(parents=True, exist_ok=True)
+    gitconfig = workdir / "gitconfig"
+    gitconfig.write_text("")
+    drop = ("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_", "GIT_", *drop_extra)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k != "CI"}
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(cache),
+        TMPDIR=str(tmp),
+        GIT_CONFIG_GLOBAL=str(gitconfig),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="Bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="Bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+    )
+    return env

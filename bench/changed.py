@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import find_gitops_push, load1, load_note, wait_quiet
+from _common import find_gitops_push, isolated_env, load1, load_note, wait_quiet
 
 SHARED = "modules/shared"
 NETWORK = "modules/network"
@@ -425,22 +425,9 @@ def hyperfine(
 
 
 def bench_env(workdir: Path) -> dict[str, str]:
-    """Reproducible git: no user/system config, a fixed identity, no CI variables."""
-    gitconfig = workdir / "gitconfig"
-    gitconfig.write_text("")
-    drop = ("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_", "GIT_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k != "CI"}
-    env.update(
-        GIT_CONFIG_GLOBAL=str(gitconfig),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="Bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="Bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
-        HOME=str(workdir),
-        XDG_CACHE_HOME=str(workdir / "cache"),
-        LC_ALL="C",
-    )
+    """Isolated git and a fixed locale, so timings compare across machines."""
+    env = isolated_env(workdir)
+    env["LC_ALL"] = "C"
     return env
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import find_gitops_push, load1, load_note, wait_quiet
+from _common import find_gitops_push, isolated_env, load1, load_note, wait_quiet
 
 TARGET_SPEEDUP = 1.6
 TARGET_OVERHEAD = 0.15
@@ -105,28 +105,10 @@ def main_tf(name: str, resources: int) -> str:
 
 
 def make_env(workdir: Path) -> dict[str, str]:
-    """A private HOME, caches, git config and identity; no TF_* or CI settings leak in."""
-    home, cache, tmp = workdir / "home", workdir / "cache", workdir / "tmp"
-    for d in (home, cache, tmp):
-        d.mkdir(parents=True, exist_ok=True)
-    gitconfig = workdir / "gitconfig"
-    gitconfig.write_text("")
-    drop = ("GITHUB_", "GITLAB_", "CI_", "GITOPS_PUSH_", "GIT_", "TF_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k != "CI"}
-    env.update(
-        HOME=str(home),
-        XDG_CACHE_HOME=str(cache),
-        TMPDIR=str(tmp),
-        GITOPS_PUSH_PLUGIN_CACHE_DIR=str(workdir / "plugin-cache"),
-        GIT_CONFIG_GLOBAL=str(gitconfig),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="Bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="Bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
-        TF_IN_AUTOMATION="1",
-        CHECKPOINT_DISABLE="1",
-    )
+    """Isolated, and no TF_* settings leak in; one plugin cache inside the work dir."""
+    env = isolated_env(workdir, drop_extra=("TF_",))
+    env.update(GITOPS_PUSH_PLUGIN_CACHE_DIR=str(workdir / "plugin-cache"),
+               TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
     return env
 
 

@@ -231,10 +231,10 @@ class Repo:
         return out
 
     def user(self) -> str:
-        reader = self._repo.config_reader()
-        name = reader.get_value("user", "name", default="")
-        email = reader.get_value("user", "email", default="")
-        return f"{name} <{email}>" if email else str(name)
+        """Who runs this locally: git's committer identity (config or GIT_COMMITTER_*)."""
+        res = self.run("var", "GIT_COMMITTER_IDENT", check=False)
+        ident = res.stdout.strip() if res.returncode == 0 else ""
+        return re.sub(r"\s+\d+\s+[+-]\d{4}$", "", ident)  # drop the timestamp
 
     # -- remotes --------------------------------------------------------------------
     def has_remote(self, name: str = "origin") -> bool:

@@ -22,8 +22,6 @@ from gitops_push.refs import RefIndex
 from gitops_push.runner import Reporter, StackOutcome
 from gitops_push.workflow import RunOptions, RunReport
 
-RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzTZ-")
-
 
 def resolve_target(repo: Repo, records: list[dict[str, Any]], to: str) -> tuple[str, str | None]:
     """A commit SHA from a ref or an audit run id (the commit that run deployed)."""

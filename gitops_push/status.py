@@ -10,22 +10,7 @@ from gitops_push.changes import Range
 from gitops_push.config import Config
 from gitops_push.discovery import resolve_stacks
 from gitops_push.git import Repo
-
-
-def last_deployments(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """stack -> the newest finished record entry that deployed it successfully."""
-    out: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        if rec.get("phase") != "finished":
-            continue
-        for st in rec.get("stacks") or []:
-            if isinstance(st, dict) and st.get("deployed"):
-                out[str(st.get("name"))] = {
-                    "commit": rec.get("head"), "at": rec.get("finished_at"),
-                    "by": rec.get("actor"), "run_id": rec.get("run_id"),
-                    "command": rec.get("command"), "result": st.get("result"),
-                }
-    return out
+from gitops_push.workflow import last_deployments
 
 
 def status(repo: Repo, config: Config, environ: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from gitops_push.changes import ChangeSet, Range, StackChange
 from gitops_push.config import Config, Stack
 from gitops_push.discovery import resolve_stacks
 from gitops_push.engines.base import Engine, EngineContext, PlanResult
-from gitops_push.errors import ExitCode, GitopsPushError, UserError
+from gitops_push.errors import ExitCode, UserError
 from gitops_push.git import Repo
 from gitops_push.runner import (
     NullReporter,
@@ -241,16 +241,27 @@ def check_engines(session: Session, stacks: list[Stack]) -> None:
 
 
 # -- what to apply: per-stack base from the audit trail -----------------------------------
-def deployed_commits(records: list[dict[str, Any]]) -> dict[str, str]:
-    """stack -> head SHA of its last successful deployment, from the trail."""
-    out: dict[str, str] = {}
+def last_deployments(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """stack -> its newest successful deployment in the trail (commit, when, by whom)."""
+    out: dict[str, dict[str, Any]] = {}
     for rec in records:
         if rec.get("phase") != "finished" or rec.get("command") not in DEPLOY_COMMANDS:
             continue
+        if not isinstance(rec.get("head"), str):
+            continue
         for st in rec.get("stacks") or []:
-            if isinstance(st, dict) and st.get("deployed") and isinstance(rec.get("head"), str):
-                out[str(st.get("name"))] = str(rec["head"])
+            if isinstance(st, dict) and st.get("deployed"):
+                out[str(st.get("name"))] = {
+                    "commit": rec["head"], "at": rec.get("finished_at"),
+                    "by": rec.get("actor"), "run_id": rec.get("run_id"),
+                    "command": rec.get("command"), "result": st.get("result"),
+                }
     return out
+
+
+def deployed_commits(records: list[dict[str, Any]]) -> dict[str, str]:
+    """stack -> head SHA of its last successful deployment, from the trail."""
+    return {name: str(d["commit"]) for name, d in last_deployments(records).items()}
 
 
 def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
@@ -456,13 +467,3 @@ def plan_exit_code(report: RunReport, opts: RunOptions) -> int:
     if opts.detailed_exitcode and any(o.result == "planned" for o in report.outcomes):
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK
-
-
-__all__ = [
-    "GitopsPushError",
-    "Range",
-    "RunOptions",
-    "RunReport",
-    "plan",
-    "resolve_stacks",
-]

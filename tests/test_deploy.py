@@ -429,3 +429,16 @@ def test_no_secret_reaches_any_record(make_repo: Callable[..., GitRepo], tmp_pat
     assert secret not in out and secret not in err and secret not in md.read_text()
     for rec in audit_records(r):
         assert secret not in json.dumps(rec)
+
+
+def test_status_shows_the_last_deployment_and_pending_changes(deploy_repo: GitRepo) -> None:
+    code, env = gp(deploy_repo, "status")
+    assert code == 0 and {s["state"] for s in env["data"]["stacks"]} == {"never deployed"}
+    assert gp(deploy_repo, "apply")[0] == 0
+    deployed = deploy_repo.head()
+    deploy_repo.commit("solo v2", {"stacks/solo/main.tf": tf("s2")}, push=True)
+    code, env = gp(deploy_repo, "status")
+    rows = {s["name"]: s for s in env["data"]["stacks"]}
+    assert rows["solo"]["state"] == "HEAD is ahead: changes pending"
+    assert rows["net"]["state"] == "HEAD is ahead: no changes for this stack"
+    assert rows["net"]["deployed_commit"] == deployed and rows["net"]["deployed_by"]
