@@ -139,3 +139,17 @@ def test_cli_reference_is_current() -> None:
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_cli_docs.py"), "--check"],
                          capture_output=True, text=True)
     assert res.returncode == 0, "docs/cli.md is stale: run scripts/gen_cli_docs.py"
+
+
+def test_every_config_key_is_documented() -> None:
+    from gitops_push.engines import _k8s_settings, terraform
+
+    config_doc = (ROOT / "docs" / "config.md").read_text()
+    for key in ("version", "default_branch", "stacks", "defaults", "discover", "audit", "name",
+                "path", "type", "depends_on", "watch", "credentials", "mode", "branch",
+                "notes_ref", "directory"):
+        assert f"`{key}`" in config_doc, key
+    for keys, doc in ((terraform.SETTINGS_KEYS, "terraform.md"),
+                      (_k8s_settings.SETTINGS_KEYS, "kubernetes.md")):
+        text = (ROOT / "docs" / doc).read_text()
+        assert [k for k in keys if f"`{k}`" not in text] == [], doc
