@@ -144,7 +144,8 @@ def _parse_root(root: Section) -> Config:
     defaults_sec = root.section("defaults").only(engines.names())
     defaults = {name: defaults_sec.section(name, f"defaults: {name}") for name in engines.names()}
     for name, sec in defaults.items():  # validate once, even when no stack uses them
-        engines.spec(name).parse_settings(sec)
+        if defaults_sec.has(name):  # (an engine nobody configures is not even imported)
+            engines.spec(name).parse_settings(sec)
 
     # with a config file, only what `discover:` names is discovered; without a config
     # file at all (Config's default), everything is

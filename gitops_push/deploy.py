@@ -177,7 +177,8 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
                 verify = None
                 if not removed:
                     session.reporter.stack_step(stack.name, "verify")
-                    verify = engine.drift(stack, make_ctx(session, stack, "drift"))
+                    verify = engine.drift(stack, make_ctx(session, stack, "drift"),
+                                          after_apply=True)
         result = "destroyed" if removed else ("fixed" if fix_only else "applied")
         message = _plan_message(plan)
         if verify is not None and verify.drifted:

@@ -442,6 +442,7 @@ def lint(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str
             if change.status == "removed":
                 return base_outcome(change, "skipped", "removed from git: nothing to lint")
             ctx = make_ctx(session, change.stack, "plan")
+            ctx.lint_only = True
             session.reporter.stack_step(change.stack.name, "lint")
             result = session.engine(change.stack).lint(change.stack, ctx)
             if not result.ok:

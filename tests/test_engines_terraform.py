@@ -29,6 +29,7 @@ from gitops_push.engines.terraform import (
     TerraformSettings,
     _drift_items,
     changed_paths,
+    installs_providers,
     resolve_binary,
 )
 from gitops_push.errors import ConfigError, ToolError, UserError
@@ -392,6 +393,90 @@ def test_refresh_only_drift_reports_changed_and_deleted_objects() -> None:
         DriftItem("aws_instance.web", "changed", ("ami",)),
         DriftItem("aws_s3_bucket.logs", "deleted"),
     ]
+
+
+def logging_wrapper(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``binary:`` that logs each terraform command line, then runs the real terraform."""
+    log = tmp_path / "calls.log"
+    wrapper = script(tmp_path / "bin" / "tf-logged", f'echo "$@" >> {log}\nexec {TERRAFORM} "$@"\n')
+    return wrapper, log
+
+
+def subcommands(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text().splitlines()]
+
+
+def test_post_apply_verification_is_one_plan_and_drift_detection_two(tf: TfRepo,
+                                                                      tmp_path: Path) -> None:
+    wrapper, log = logging_wrapper(tmp_path)
+    tf.write({"main.tf": BACKEND + resources(a='"x"')})
+    eng = engine()
+    stack = tf.stack(binary=str(wrapper))
+    eng.apply(stack, tf.ctx(phase="apply"), eng.plan(stack, tf.ctx()))
+    log.write_text("")
+
+    assert not eng.drift(stack, tf.ctx(phase="drift"), after_apply=True).drifted
+    assert subcommands(log) == ["plan"]  # same run: init is not repeated
+    assert "-refresh-only" not in log.read_text()
+
+    log.write_text("")
+    assert not eng.drift(stack, tf.ctx("scheduled", phase="drift")).drifted
+    assert subcommands(log) == ["init", "plan", "plan"]
+    assert "-refresh-only" in log.read_text().splitlines()[1]
+
+
+def test_post_apply_verification_reports_what_still_differs(tf: TfRepo) -> None:
+    eng = engine()
+    tf.write({"main.tf": BACKEND + variable("x") + resources(a="var.x")})
+    stack = tf.stack(vars={"x": "blue"})
+    eng.apply(stack, tf.ctx(phase="apply"), eng.plan(stack, tf.ctx()))
+    tf.terraform("apply", "-auto-approve", "-input=false", "-var", "x=red")  # raced by hand
+
+    verify = eng.drift(stack, tf.ctx(phase="drift"), after_apply=True)
+    assert verify.items == (DriftItem("terraform_data.a", "config", ("input", "output")),)
+
+
+def test_lint_before_a_plan_shares_one_backend_init(tf: TfRepo, tmp_path: Path) -> None:
+    wrapper, log = logging_wrapper(tmp_path)
+    tf.write({"main.tf": BACKEND + resources(a='"x"')})
+    eng = engine()
+    stack = tf.stack(binary=str(wrapper))
+    assert eng.lint(stack, tf.ctx()).ok
+    eng.plan(stack, tf.ctx())
+    calls = log.read_text().splitlines()
+    assert subcommands(log) == ["fmt", "init", "validate", "plan", "show"]
+    assert "-backend=false" not in calls[1] and "-backend-config=path=" in calls[1]
+
+
+def test_lint_only_never_initialises_the_backend(tf: TfRepo, tmp_path: Path) -> None:
+    # `gitops-push lint` may run where the backend's credentials are not available.
+    wrapper, log = logging_wrapper(tmp_path)
+    tf.write({"main.tf": BACKEND + resources(a='"x"')})
+    ctx = tf.ctx()
+    ctx.lint_only = True
+    assert engine().lint(tf.stack(binary=str(wrapper)), ctx).ok
+    assert subcommands(log) == ["fmt", "init", "validate"]
+    assert "-backend=false" in log.read_text().splitlines()[1]
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"main.tf": 'resource "terraform_data" "a" {}\ndata "terraform_remote_state" "n" {}\n'},
+     False),
+    ({"main.tf": '# resource "aws_instance" "commented" {}\nlocals {\n  a = 1\n}\n'}, False),
+    ({"main.tf": 'resource "aws_instance" "web" {}\n'}, True),
+    ({"main.tf": '  data "http" "x" {}\n'}, True),
+    ({"main.tf": 'provider "google" {}\n'}, True),
+    ({"main.tf": 'module "m" {\n  source = "./m"\n}\n'}, True),
+    ({"versions.tf": 'terraform {\n  required_providers {}\n}\n'}, True),
+    ({"main.tf": "", ".terraform.lock.hcl": ""}, True),
+    ({"main.tf.json": "{}"}, True),
+    ({"main.tofu": 'ephemeral "random_password" "p" {}\n'}, True),
+])
+def test_only_stacks_of_built_in_resources_skip_the_plugin_cache_lock(
+        tmp_path: Path, files: dict[str, str], expected: bool) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert installs_providers(tmp_path) is expected
 
 
 # -- binaries -------------------------------------------------------------------------------

@@ -163,6 +163,7 @@ class EngineContext:
     on_line: Callable[[str], None] = lambda line: None
     cancel: threading.Event = field(default_factory=threading.Event)
     force_conflicts: bool = False
+    lint_only: bool = False  # no plan follows: lint must not need backend/cluster access
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -184,7 +185,10 @@ class Engine(Protocol):
 
     def apply(self, stack: Stack, ctx: EngineContext, plan: PlanResult) -> ApplyResult: ...
 
-    def drift(self, stack: Stack, ctx: EngineContext) -> DriftResult: ...
+    def drift(self, stack: Stack, ctx: EngineContext, *, after_apply: bool = False
+              ) -> DriftResult:
+        """Live state vs git. ``after_apply``: the post-apply check of a stack this run
+        just applied; an engine may skip what cannot have changed since its plan."""
 
 
 @dataclass(frozen=True)

@@ -459,8 +459,11 @@ class KubernetesEngine:
         return set(planned)
 
     # -- drift ----------------------------------------------------------------------
-    def drift(self, stack: Stack, ctx: EngineContext) -> DriftResult:
-        """Hand edits (changed), hand deletes (deleted), labelled strays (extra)."""
+    def drift(self, stack: Stack, ctx: EngineContext, *, after_apply: bool = False
+              ) -> DriftResult:
+        """Hand edits (changed), hand deletes (deleted), labelled strays (extra).
+
+        One comparison answers both questions, so ``after_apply`` changes nothing."""
         s = settings_of(stack)
         manifests = render(stack, ctx)
         target = self._target(stack, ctx, s)

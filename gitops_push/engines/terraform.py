@@ -366,10 +366,14 @@ class TerraformEngine:
 
     # -- lint --------------------------------------------------------------------------
     def lint(self, stack: Stack, ctx: EngineContext) -> LintResult:
-        """``fmt -check`` and ``validate -json``, every finding located as repo file:line."""
+        """``fmt -check`` and ``validate -json``, every finding located as repo file:line.
+
+        Before a plan, the one ``init`` (with the backend) serves both; a lint-only run
+        never touches the backend, so it needs no state credentials.
+        """
         tf = self._prepare(stack, ctx)
         fmt = self._fmt(tf)
-        init = self._init(tf, _settings(stack), backend=False)
+        init = self._init(tf, _settings(stack), backend=not ctx.lint_only, check=False)
         validate = tf.run("validate", "-json", "-no-color", stream=False, check=False)
         diags = _validate_diagnostics(validate.stdout, tf)
         errors = diags is not None and any(d.severity == "error" for d in diags)
@@ -467,8 +471,13 @@ class TerraformEngine:
         )
 
     # -- drift -------------------------------------------------------------------------
-    def drift(self, stack: Stack, ctx: EngineContext) -> DriftResult:
-        """Refresh-only plan (live vs state) and a normal plan (config vs live); no apply."""
+    def drift(self, stack: Stack, ctx: EngineContext, *, after_apply: bool = False
+              ) -> DriftResult:
+        """Refresh-only plan (live vs state) and a normal plan (config vs live); no apply.
+
+        ``after_apply``: the question is only "does live now match git", which the normal
+        plan (it refreshes too) answers alone; a second plan would double the check's cost.
+        """
         settings = _settings(stack)
         tf = self._prepare(stack, ctx)
         self._init(tf, settings)
@@ -477,11 +486,14 @@ class TerraformEngine:
         config_file = tf.work_dir / "drift-config.tfplan"
         items: list[DriftItem] = []
         try:
-            if self._plan_changed(tf, settings, refresh_file, ["-refresh-only"]):
+            if not after_apply and self._plan_changed(tf, settings, refresh_file,
+                                                      ["-refresh-only"]):
                 doc = _show_json(tf, refresh_file)
                 items += _drift_items(doc.get("resource_drift"), tf.secrets)
             if self._plan_changed(tf, settings, config_file, []):
                 doc = _show_json(tf, config_file)
+                if after_apply:
+                    items += _drift_items(doc.get("resource_drift"), tf.secrets)
                 items += _config_items(doc.get("resource_changes"), tf.secrets)
         finally:  # these plans hold values and nobody applies them
             refresh_file.unlink(missing_ok=True)
@@ -517,8 +529,13 @@ class TerraformEngine:
         return _Tf(resolve_binary(settings, ctx.env), ctx, work_dir, env, settings.timeout,
                    secrets)
 
-    def _init(self, tf: _Tf, settings: TerraformSettings, *, backend: bool = True) -> proc.Result:
-        """``init -reconfigure``: never migrate state in CI, whatever the data dir held."""
+    def _init(self, tf: _Tf, settings: TerraformSettings, *, backend: bool = True,
+              check: bool = True) -> proc.Result:
+        """``init -reconfigure``: never migrate state in CI, whatever the data dir held.
+
+        A failed init raises when ``check``; otherwise its result is returned (lint
+        reports the configuration errors that made it fail) and nothing is remembered.
+        """
         for value in settings.backend_config:
             if "=" not in value and backend:
                 _require_inside(tf.ctx.stack_dir, value, "backend_config")
@@ -531,9 +548,14 @@ class TerraformEngine:
             done = self._inited.get(key)
         if done is not None and backend:
             return done
-        with self._cache_lock(tf.env.get("TF_PLUGIN_CACHE_DIR")):
+        cache = tf.env.get("TF_PLUGIN_CACHE_DIR")
+        with self._cache_lock(cache if cache and installs_providers(tf.ctx.stack_dir) else None):
             result = tf.run("init", "-input=false", "-no-color", "-reconfigure", *args,
-                            check=backend)
+                            check=False)
+        if result.returncode != 0:
+            if check:
+                raise tf.fail(result)
+            return result
         if backend:
             with self._lock:
                 self._inited[key] = result
@@ -544,8 +566,9 @@ class TerraformEngine:
 
     @contextlib.contextmanager
     def _cache_lock(self, cache: str | None) -> Iterator[None]:
-        """One ``init`` at a time per plugin cache: concurrent installs into a shared
-        cache race (hashicorp/terraform#31964). Stacks still plan and apply in parallel."""
+        """One provider-installing ``init`` at a time per plugin cache: concurrent installs
+        into a shared cache race (hashicorp/terraform#31964). Stacks still plan and apply in
+        parallel, and stacks that install no provider init in parallel too."""
         if not cache:
             yield
             return
@@ -568,6 +591,37 @@ ENGINE = EngineSpec(
 
 
 # -- command lines -----------------------------------------------------------------------
+
+
+# A block that may need a provider: any provider, module or required_providers block, or
+# a resource / data source / ephemeral resource whose type is not a built-in terraform_*.
+_PROVIDER_HINT = re.compile(
+    r'^[ \t]*(?:provider[ \t]+"|module[ \t]+"|required_providers\b'
+    r'|(?:resource|data|ephemeral)[ \t]+"(?!terraform_))', re.MULTILINE)
+
+
+def installs_providers(stack_dir: Path) -> bool:
+    """Whether ``init`` may install providers (into the shared cache).
+
+    Conservative: only a directory of ``.tf``/``.tofu`` files using nothing but built-in
+    ``terraform_*`` resources and data sources, with no lock file, is known not to.
+    """
+    try:
+        files = list(stack_dir.iterdir())
+    except OSError:
+        return True
+    for f in files:
+        name = f.name
+        if name == ".terraform.lock.hcl" or name.endswith((".tf.json", ".tofu.json")):
+            return True
+        if name.endswith((".tf", ".tofu")):
+            try:
+                text = f.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                return True
+            if _PROVIDER_HINT.search(text):
+                return True
+    return False
 
 
 def _seconds(value: float) -> str:
