@@ -139,8 +139,35 @@ def stack_entry(o: StackOutcome) -> dict[str, Any]:
 
 
 # -- apply ------------------------------------------------------------------------------
+class _Started:
+    """Stores the ``started`` record in a thread while the first stacks lint and plan.
+
+    Apply tasks ``wait()`` for it before taking a lock, so nothing is ever applied before
+    the record is in the trail (or the spool); a run killed earlier changed nothing.
+    """
+
+    def __init__(self, write: Callable[[], dict[str, Any]]) -> None:
+        self._write = write
+        self._result: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="audit-started", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._write()
+        except BaseException as exc:  # re-raised in the waiting thread
+            self._error = exc
+
+    def wait(self) -> dict[str, Any] | None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockSet,
-               *, fix_only: bool = False) -> Task:
+               started: _Started, *, fix_only: bool = False) -> Task:
     opts = session.options
 
     def task(change: StackChange) -> StackOutcome:
@@ -170,6 +197,7 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
             if plan.destroy and not opts.allow_destroy:
                 return base_outcome(change, "refused", "would destroy the stack; pass "
                                     "--allow-destroy", plan=plan)
+            started.wait()
             session.reporter.stack_step(stack.name, "lock")
             with locks.hold(stack.name):
                 session.reporter.stack_step(stack.name, "apply")
@@ -217,6 +245,8 @@ def _interrupted(repo: Repo, records: list[dict[str, Any]], run_id: str) -> tupl
     Runs still holding an unexpired lock may be alive (in another pipeline), so they
     are not reported until their lock expires.
     """
+    if not audit.interrupted_runs(records, run_id):
+        return [], []  # the usual case: no need to ask origin which runs hold locks
     try:
         active = active_run_ids(repo)
     except GitopsPushError:
@@ -275,24 +305,26 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
             report.notes.append("nothing to apply: every stack matches its last deployment")
             return report
         check_engines(session, [c.stack for c in cs.stacks])
-        report.audit = _append(trail, {**base_rec, "phase": "started", "started_at": started_at,
-                                       "interrupted_runs": interrupted_ids,
-                                       "stacks": [{"name": c.stack.name, "status": c.status}
-                                                  for c in cs.stacks]}, report)
+        started = _Started(lambda: _append(
+            trail, {**base_rec, "phase": "started", "started_at": started_at,
+                    "interrupted_runs": interrupted_ids,
+                    "stacks": [{"name": c.stack.name, "status": c.status} for c in cs.stacks]},
+            report))
         base_of = {c.stack.name: _base_for(c, cs, records) for c in cs.stacks}
         report.outcomes = list(stale)
         _run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
-                      lambda locks: apply_task(session, base_of, locks),
+                      started, lambda locks: apply_task(session, base_of, locks, started),
                       depends_fn(cs.all_stacks), _overall)
     report.exit_code = apply_exit_code(report)
     return report
 
 
 def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: ChangeSet,
-                  base_rec: Mapping[str, Any], make_task: Callable[[LockSet], Task],
-                  depends: Callable[[str], set[str]],
+                  base_rec: Mapping[str, Any], started: _Started,
+                  make_task: Callable[[LockSet], Task], depends: Callable[[str], set[str]],
                   overall: Callable[[RunReport], str]) -> None:
-    """Run the stacks under this run's locks; always release them and write ``finished``."""
+    """Run the stacks under this run's locks; always release them and write ``finished``
+    (after ``started``: the trail is written by one thread at a time)."""
     locks = _locks(session.repo, session, base_rec)
     try:
         report.outcomes += run_waves(cs.stacks, make_task(locks),
@@ -301,6 +333,7 @@ def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: C
                                      depends=depends)
     finally:
         locks.release_all()
+        report.audit = started.wait()
         _lock_notes(locks, trail, report)
         report.interrupted = session.cancel.is_set()
         final = {**base_rec, "phase": "finished", "finished_at": audit.now_utc(),
@@ -391,13 +424,14 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
         check_engines(session, [c.stack for c in cs.stacks])
         base_rec = record_base(session, "drift", cs.range, repo.current_branch())
         started_at = audit.now_utc()
-        report.audit = _append(trail, {**base_rec, "phase": "started", "started_at": started_at,
-                                       "interrupted_runs": interrupted_ids,
-                                       "stacks": [{"name": c.stack.name} for c in cs.stacks]},
-                               report)
+        started = _Started(lambda: _append(
+            trail, {**base_rec, "phase": "started", "started_at": started_at,
+                    "interrupted_runs": interrupted_ids,
+                    "stacks": [{"name": c.stack.name} for c in cs.stacks]},
+            report))
 
         def make_task(locks: LockSet) -> Task:
-            fixer = apply_task(session, {}, locks, fix_only=True)
+            fixer = apply_task(session, {}, locks, started, fix_only=True)
 
             def task(change: StackChange) -> StackOutcome:
                 stack = change.stack
@@ -418,7 +452,7 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
             return "drift" if drifted else _overall(rep)
 
         _run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
-                      make_task,
+                      started, make_task,
                       # detection reports every stack; a fix skips dependents of a failure
                       depends_fn(cs.all_stacks) if opts.fix else (lambda name: set()),
                       overall)

@@ -153,6 +153,19 @@ class Repo:
     def out(self, *args: str) -> str:
         return self.run(*args).stdout
 
+    @cached_property
+    def commit_env(self) -> dict[str, str]:
+        """``env`` for commits: a ``gitops-push`` identity when git has none (CI images)."""
+        env = dict(self.env)
+        for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
+            if self.run("var", var, check=False).returncode != 0:
+                env.setdefault("GIT_AUTHOR_NAME", "gitops-push")
+                env.setdefault("GIT_AUTHOR_EMAIL", "gitops-push@localhost")
+                env.setdefault("GIT_COMMITTER_NAME", "gitops-push")
+                env.setdefault("GIT_COMMITTER_EMAIL", "gitops-push@localhost")
+                break
+        return env
+
     # -- refs and commits -------------------------------------------------------------
     def resolve(self, ref: str, *, what: str = "ref") -> str:
         """The commit SHA a user-supplied ref names, or a clear GitError."""
@@ -251,7 +264,11 @@ class Repo:
 
     # -- remotes --------------------------------------------------------------------
     def has_remote(self, name: str = "origin") -> bool:
-        return name in self.out("remote").split()
+        return name in self._remotes
+
+    @cached_property
+    def _remotes(self) -> tuple[str, ...]:
+        return tuple(self.out("remote").split())
 
     def remote_url(self, name: str = "origin") -> str | None:
         res = self.run("remote", "get-url", name, check=False)
@@ -400,15 +417,7 @@ def zero_oid(like: str) -> str:
 
 def ident_env(repo: Repo) -> dict[str, str]:
     """repo.env, plus a ``gitops-push`` identity when git has none (bare CI images)."""
-    env = dict(repo.env)
-    for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
-        if repo.run("var", var, check=False).returncode != 0:
-            env.setdefault("GIT_AUTHOR_NAME", "gitops-push")
-            env.setdefault("GIT_AUTHOR_EMAIL", "gitops-push@localhost")
-            env.setdefault("GIT_COMMITTER_NAME", "gitops-push")
-            env.setdefault("GIT_COMMITTER_EMAIL", "gitops-push@localhost")
-            break
-    return env
+    return dict(repo.commit_env)
 
 
 def hash_object(repo: Repo, data: bytes) -> str:

@@ -139,6 +139,21 @@ def test_second_clone_reads_the_same_trail(g: GitRepo, tmp_path: Path) -> None:
     assert [r["seq"] for r in t.records()] == [0, 1]
 
 
+def test_append_builds_on_the_tip_it_last_saw_and_retries_when_another_run_got_there_first(
+        g: GitRepo, tmp_path: Path) -> None:
+    t = trail(g)
+    first = t.append(record(run_ids(1)[0]))
+    second = t.append(record(run_ids(2)[1]))  # this process pushed the tip: no fetch needed
+    assert (first.attempts, second.attempts) == (1, 1)
+
+    other = clone(g, tmp_path / "other")
+    trail(other).append(record(run_ids(3)[2]))  # another pipeline moves origin's tip
+    third = t.append(record(run_ids(4)[3]))  # built on a stale tip: refused, then rebuilt
+    assert third.pushed and third.attempts == 2 and third.seq == 3
+    assert [r["seq"] for r in t.records()] == [0, 1, 2, 3]
+    assert t.verify().ok
+
+
 # -- tampering -------------------------------------------------------------------------------
 def _four(g: GitRepo) -> Trail:
     t = trail(g)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -372,8 +373,10 @@ class TerraformEngine:
         never touches the backend, so it needs no state credentials.
         """
         tf = self._prepare(stack, ctx)
-        fmt = self._fmt(tf)
-        init = self._init(tf, _settings(stack), backend=not ctx.lint_only, check=False)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # fmt reads only the .tf files
+            fmt_job = pool.submit(self._fmt, tf)
+            init = self._init(tf, _settings(stack), backend=not ctx.lint_only, check=False)
+            fmt = fmt_job.result()
         validate = tf.run("validate", "-json", "-no-color", stream=False, check=False)
         diags = _validate_diagnostics(validate.stdout, tf)
         errors = diags is not None and any(d.severity == "error" for d in diags)
