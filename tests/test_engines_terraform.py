@@ -145,6 +145,46 @@ def test_lint_reports_each_unformatted_file_at_its_first_unformatted_line(tf: Tf
     ]
 
 
+def test_one_fmt_serves_every_stack_of_the_run_and_each_gets_its_own_files(
+        tmp_path: Path) -> None:
+    wrapper, log = logging_wrapper(tmp_path)
+    repos = [TfRepo(root=tmp_path / "repo", state=tmp_path / f"state-{n}",
+                    scratch=tmp_path / "scratch", name=n, path=f"stacks/{n}") for n in "abc"]
+    repos[0].write({"main.tf": fmt(BACKEND + resources(x='"a"'))})
+    repos[1].write({"main.tf": fmt(BACKEND) + 'resource "terraform_data" "x" {\n  input= 1\n}\n'})
+    repos[2].write({"main.tf": fmt(BACKEND + resources(x='"c"')),
+                    "nested/more.tf": "locals {\n  a = 1\n  b= 2\n}\n"})
+    eng = engine()
+    stacks = [r.stack(binary=str(wrapper)) for r in repos]
+    eng.check(stacks, repos[0].env())
+
+    results = [eng.lint(st, r.ctx()) for st, r in zip(stacks, repos, strict=True)]
+
+    assert subcommands(log).count("fmt") == 1
+    assert [[str(d) for d in res.diagnostics] for res in results] == [
+        [],
+        ["stacks/b/main.tf:5: not formatted (run `tf-logged fmt -recursive`)"],
+        ["stacks/c/nested/more.tf:3: not formatted (run `tf-logged fmt -recursive`)"],
+    ]
+
+
+def test_a_syntax_error_in_one_stack_does_not_hide_the_others_fmt_findings(
+        tmp_path: Path) -> None:
+    repos = [TfRepo(root=tmp_path / "repo", state=tmp_path / f"state-{n}",
+                    scratch=tmp_path / "scratch", name=n, path=f"stacks/{n}") for n in "ab"]
+    repos[0].write({"main.tf": 'resource "terraform_data" "x" {\n  input =\n}\n'})
+    repos[1].write({"main.tf": fmt(BACKEND) + 'resource "terraform_data" "x" {\n  input= 1\n}\n'})
+    eng = engine()
+    stacks = [r.stack() for r in repos]
+    eng.check(stacks, repos[0].env())
+
+    broken, unformatted = (eng.lint(st, r.ctx()) for st, r in zip(stacks, repos, strict=True))
+
+    assert any(d.file == "stacks/a/main.tf" and d.line == 2 for d in broken.diagnostics)
+    assert [str(d) for d in unformatted.diagnostics] == [
+        "stacks/b/main.tf:5: not formatted (run `terraform fmt -recursive`)"]
+
+
 def test_lint_reports_validation_errors_as_repo_file_line_message(tf: TfRepo) -> None:
     tf.write({"main.tf": fmt(BACKEND + resources(a="var.missing"))})
     (d,) = engine().lint(tf.stack(), tf.ctx()).diagnostics
