@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gitops_push import __version__, audit, changes, plans
 from gitops_push import ci as ci_env
@@ -47,6 +47,8 @@ from gitops_push.workflow import (
     select,
     select_for_apply,
 )
+
+T = TypeVar("T")
 
 
 # -- guards ---------------------------------------------------------------------------
@@ -139,42 +141,72 @@ def stack_entry(o: StackOutcome) -> dict[str, Any]:
 
 
 # -- apply ------------------------------------------------------------------------------
-class _Started:
-    """Stores the ``started`` record in a thread while the first stacks lint and plan.
+class _Background(Generic[T]):
+    """One call run in a thread while the caller goes on; ``wait()`` returns its result
+    or re-raises its exception in the waiting thread."""
 
-    Apply tasks ``wait()`` for it before taking a lock, so nothing is ever applied before
-    the record is in the trail (or the spool); a run killed earlier changed nothing.
-    """
-
-    def __init__(self, write: Callable[[], dict[str, Any]]) -> None:
-        self._write = write
-        self._result: dict[str, Any] | None = None
+    def __init__(self, call: Callable[[], T], name: str) -> None:
+        self._call = call
+        self._result: T | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="audit-started", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._result = self._write()
-        except BaseException as exc:  # re-raised in the waiting thread
+            self._result = self._call()
+        except BaseException as exc:  # re-raised by wait()
             self._error = exc
 
-    def wait(self) -> dict[str, Any] | None:
+    def wait(self) -> T | None:
         self._thread.join()
         if self._error is not None:
             raise self._error
         return self._result
 
 
+class _StackLock:
+    """A stack's lock, requested on entry while the caller goes on (lint runs during the
+    push to origin); ``wait()`` before planning. Released on exit; if it was never waited
+    for (lint failed), the request is withdrawn instead of waiting out another holder."""
+
+    def __init__(self, locks: LockSet, stack: str) -> None:
+        self._locks, self._stack = locks, stack
+        self._stop = threading.Event()
+        self._got = False
+        self._job = _Background(self._acquire, f"lock-{stack}")
+
+    def _acquire(self) -> None:
+        self._locks.acquire_one(self._stack, self._stop)
+        self._got = True
+
+    def wait(self) -> None:
+        self._job.wait()
+
+    def __enter__(self) -> _StackLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        try:
+            self._job.wait()
+        except GitopsPushError:
+            pass  # never taken: nothing to release (the waiter reported why)
+        finally:
+            if self._got:
+                self._locks.release(self._stack)
+
+
 def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockSet,
-               started: _Started, *, fix_only: bool = False) -> Task:
+               started: _Background[dict[str, Any]], *, fix_only: bool = False) -> Task:
     opts = session.options
 
     def task(change: StackChange) -> StackOutcome:
         stack = change.stack
         engine = session.engine(stack)
         removed = change.status == "removed"
-        with base_worktree(session, change, base_of.get(stack.name)) as old_dir:
+        with base_worktree(session, change, base_of.get(stack.name)) as old_dir, \
+                _StackLock(locks, stack.name) as lock:
             ctx = make_ctx(session, stack, "apply", stack_dir=old_dir)
             if opts.plan_dir is not None:
                 session.reporter.stack_step(stack.name, "load plan")
@@ -190,6 +222,9 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
                 if not lint.ok:
                     return base_outcome(change, "lint-failed", _lint_message(lint), lint=lint,
                                         error=_lint_message(lint))
+                # planned under the lock: a run that applied meanwhile is in the plan
+                session.reporter.stack_step(stack.name, "lock")
+                lock.wait()
                 session.reporter.stack_step(stack.name, "plan")
                 plan = engine.plan(stack, ctx, destroy=removed)
             if not plan.has_changes:
@@ -199,14 +234,14 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
                                     "--allow-destroy", plan=plan)
             started.wait()
             session.reporter.stack_step(stack.name, "lock")
-            with locks.hold(stack.name):
-                session.reporter.stack_step(stack.name, "apply")
-                applied = engine.apply(stack, ctx, plan)
-                verify = None
-                if not removed:
-                    session.reporter.stack_step(stack.name, "verify")
-                    verify = engine.drift(stack, make_ctx(session, stack, "drift"),
-                                          after_apply=True)
+            lock.wait()
+            session.reporter.stack_step(stack.name, "apply")
+            applied = engine.apply(stack, ctx, plan)
+            verify = None
+            if not removed:
+                session.reporter.stack_step(stack.name, "verify")
+                verify = engine.drift(stack, make_ctx(session, stack, "drift"),
+                                      after_apply=True)
         result = "destroyed" if removed else ("fixed" if fix_only else "applied")
         message = _plan_message(plan)
         if verify is not None and verify.drifted:
@@ -305,11 +340,13 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
             report.notes.append("nothing to apply: every stack matches its last deployment")
             return report
         check_engines(session, [c.stack for c in cs.stacks])
-        started = _Started(lambda: _append(
+        # stored while the stacks lint and plan; every apply waits for it first, so
+        # nothing is applied before the record is in the trail (or the spool)
+        started = _Background(lambda: _append(
             trail, {**base_rec, "phase": "started", "started_at": started_at,
                     "interrupted_runs": interrupted_ids,
                     "stacks": [{"name": c.stack.name, "status": c.status} for c in cs.stacks]},
-            report))
+            report), "audit-started")
         base_of = {c.stack.name: _base_for(c, cs, records) for c in cs.stacks}
         report.outcomes = list(stale)
         _run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
@@ -320,7 +357,7 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
 
 
 def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: ChangeSet,
-                  base_rec: Mapping[str, Any], started: _Started,
+                  base_rec: Mapping[str, Any], started: _Background[dict[str, Any]],
                   make_task: Callable[[LockSet], Task], depends: Callable[[str], set[str]],
                   overall: Callable[[RunReport], str]) -> None:
     """Run the stacks under this run's locks; always release them and write ``finished``
@@ -424,11 +461,11 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
         check_engines(session, [c.stack for c in cs.stacks])
         base_rec = record_base(session, "drift", cs.range, repo.current_branch())
         started_at = audit.now_utc()
-        started = _Started(lambda: _append(
+        started = _Background(lambda: _append(
             trail, {**base_rec, "phase": "started", "started_at": started_at,
                     "interrupted_runs": interrupted_ids,
                     "stacks": [{"name": c.stack.name} for c in cs.stacks]},
-            report))
+            report), "audit-started")
 
         def make_task(locks: LockSet) -> Task:
             fixer = apply_task(session, {}, locks, started, fix_only=True)

@@ -366,8 +366,11 @@ class LockSet(LockStore):
         return replace(info, sha=self._commit(info))
 
     # -- acquire ------------------------------------------------------------------------
-    def acquire_one(self, stack: str) -> Acquired:
-        """Take the lock of one stack, waiting up to ``timeout`` for its holder."""
+    def acquire_one(self, stack: str, stop: threading.Event | None = None) -> Acquired:
+        """Take the lock of one stack, waiting up to ``timeout`` for its holder.
+
+        ``stop`` set: give up waiting (LockError) — the lock is no longer wanted.
+        """
         ref = lock_ref(stack)
         start = time.monotonic()
         errors = quick = 0  # quick: retries without sleeping (the holder just left, or
@@ -407,7 +410,11 @@ class LockSet(LockStore):
             remaining = self.timeout - (time.monotonic() - start)
             if remaining <= 0:
                 raise self._timeout_error(stack, holder, detail)
-            self.sleep(min(remaining, self.poll_interval * random.uniform(0.5, 1.5)))  # noqa: S311
+            pause = min(remaining, self.poll_interval * random.uniform(0.5, 1.5))  # noqa: S311
+            if stop is None:
+                self.sleep(pause)
+            elif stop.wait(pause):
+                raise LockError(f"stopped waiting for the lock of stack {stack!r}")
 
     def _timeout_error(self, stack: str, holder: LockInfo | None, detail: str) -> LockError:
         if holder is None:

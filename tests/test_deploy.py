@@ -88,7 +88,9 @@ def results(envelope: dict) -> dict[str, str]:
 def audit_records(r: GitRepo) -> list[dict]:
     r.git("fetch", "-q", "origin", "+refs/heads/gitops-push/audit:refs/remotes/origin/gp-audit")
     files = r.git("ls-tree", "-r", "--name-only", "origin/gp-audit").split("\n")
-    return [json.loads(r.git("show", f"origin/gp-audit:{f}")) for f in files if f.endswith(".json")]
+    records = [json.loads(r.git("show", f"origin/gp-audit:{f}")) for f in files
+               if f.endswith(".json")]
+    return sorted(records, key=lambda rec: rec["seq"])  # trail order (names: per second)
 
 
 # -- plan ----------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import GitRepo
 
 from gitops_push.errors import GitError
 from gitops_push.git import Repo
-from tests.conftest import GitRepo
 
 
 def test_opens_from_a_subdirectory_and_finds_the_root(make_repo: Callable[..., GitRepo]
@@ -25,12 +25,12 @@ def test_opens_from_a_subdirectory_and_finds_the_root(make_repo: Callable[..., G
 def test_a_plain_directory_is_not_a_repository(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
-    with pytest.raises(GitError, match="not a git repository: .*plain"):
+    with pytest.raises(GitError, match=r"not a git repository: .*plain"):
         Repo(plain)
 
 
 def test_a_missing_directory_is_named(tmp_path: Path) -> None:
-    with pytest.raises(GitError, match="no such directory: .*nowhere"):
+    with pytest.raises(GitError, match=r"no such directory: .*nowhere"):
         Repo(tmp_path / "nowhere")
 
 
@@ -45,8 +45,8 @@ def test_gits_own_reason_is_kept_for_a_broken_repository(tmp_path: Path) -> None
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / ".git").write_text("gitdir: /nonexistent/elsewhere\n")
-    with pytest.raises(GitError, match="cannot open the git repository at .*broken: "
-                                       "invalid gitfile format|not a git repository"):
+    with pytest.raises(GitError, match=r"cannot open the git repository at .*broken: "
+                                       r"invalid gitfile format|not a git repository"):
         Repo(broken)
 
 

@@ -58,7 +58,9 @@ def finished_record(r: GitRepo) -> dict:
     r.git("fetch", "-q", "origin", "+refs/heads/gitops-push/audit:refs/remotes/origin/a")
     files = [f for f in r.git("ls-tree", "-r", "--name-only", "origin/a").split("\n")
              if "finished" in f]
-    return json.loads(r.git("show", f"origin/a:{sorted(files)[-1]}"))
+    # the newest by trail order: file names sort by run id, which is per second only
+    return max((json.loads(r.git("show", f"origin/a:{f}")) for f in files),
+               key=lambda rec: rec["seq"])
 
 
 def no_lock_left(r: GitRepo) -> bool:

@@ -334,7 +334,7 @@ class TerraformEngine:
         self._cache_locks: dict[str, threading.Lock] = {}
         self._inited: dict[tuple[str, str, tuple[str, ...]], proc.Result] = {}
         self._fmt_paths: dict[str, set[str]] = {}  # binary -> stack paths check() was given
-        self._fmt_runs: dict[tuple[str, str], tuple[int, str] | None] = {}
+        self._fmt_runs: dict[tuple[str, str], str | None] = {}
         self._fmt_lock = threading.Lock()
 
     # -- preflight ---------------------------------------------------------------------
@@ -415,9 +415,8 @@ class TerraformEngine:
         when there is one, else from ``fmt`` in the stack's directory."""
         batch = self._fmt_batch(tf, stack)
         if batch is not None:
-            code, out = batch
             root = tf.ctx.stack_dir.resolve()
-            files = [(path, line) for name, line in _unformatted(out)
+            files = [(path, line) for name, line in _unformatted(batch)
                      if (path := (tf.ctx.repo_root / name).resolve()) == root
                      or root in path.parents]
             return _Fmt(tuple(files))
@@ -432,8 +431,8 @@ class TerraformEngine:
         return _Fmt(tuple((tf.ctx.stack_dir / name, line)
                           for name, line in _unformatted(result.stdout)))
 
-    def _fmt_batch(self, tf: _Tf, stack: Stack) -> tuple[int, str] | None:
-        """``fmt -check -diff`` once for all the run's stacks of this binary (those
+    def _fmt_batch(self, tf: _Tf, stack: Stack) -> str | None:
+        """Output of ``fmt -check -diff`` run once for all the run's stacks of this binary (those
         ``check`` was given): each terraform start costs 40-50 ms of CPU. None when the
         stack is not among them (a base worktree) or the joint run failed (a syntax error
         somewhere): the caller then runs fmt in the stack alone, as before."""
@@ -452,8 +451,7 @@ class TerraformEngine:
                      *(f"./{p}" for p in paths)],  # ./ : a path never reads as an option
                     env=tf.env, cwd=root, timeout=tf.timeout, check=False, cancel=ctx.cancel,
                     secrets=tf.secrets, what=f"{tf.label} fmt")
-                self._fmt_runs[key] = (result.returncode, result.stdout) \
-                    if result.returncode in (0, 3) else None
+                self._fmt_runs[key] = result.stdout if result.returncode in (0, 3) else None
             return self._fmt_runs[key]
 
     # -- plan --------------------------------------------------------------------------
