@@ -243,6 +243,39 @@ def test_a_held_lock_makes_apply_wait_then_fail_naming_the_holder(deploy_repo: G
     assert "alice" in error and "https://ci.example/p/1" in error
 
 
+def test_a_stack_is_planned_only_once_its_lock_is_held(deploy_repo: GitRepo) -> None:
+    # So a run that applied meanwhile is in the plan, instead of a stale plan failing.
+    from gitops_push.git import Repo
+    from gitops_push.lock import LockSet
+
+    holder = LockSet(Repo(deploy_repo.path), "other-run", heartbeat=False)
+    holder.acquire("solo")
+    try:
+        code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "1s")
+    finally:
+        holder.release_all()
+    assert code == ExitCode.LOCKED
+    (row,) = env["data"]["stacks"]
+    assert row["counts"] is None and not row["changes"]  # nothing was planned
+
+
+def test_a_stack_failing_lint_does_not_wait_for_a_held_lock(deploy_repo: GitRepo) -> None:
+    from gitops_push.git import Repo
+    from gitops_push.lock import LockSet
+
+    deploy_repo.commit("unformatted", {"stacks/solo/main.tf": 'resource "terraform_data" "r" {\n'
+                                       'input= "x"\n}\n'}, push=True)
+    holder = LockSet(Repo(deploy_repo.path), "other-run", heartbeat=False)
+    holder.acquire("solo")
+    start = time.monotonic()
+    try:
+        code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "120s")
+    finally:
+        holder.release_all()
+    assert code == ExitCode.FAILED and results(env) == {"solo": "lint-failed"}
+    assert time.monotonic() - start < 60  # gave up the lock request instead of waiting 120s
+
+
 def test_two_concurrent_applies_of_one_stack_never_overlap(deploy_repo: GitRepo,
                                                            tmp_path: Path) -> None:
     marker = tmp_path / "inside"
