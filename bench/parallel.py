@@ -370,8 +370,9 @@ def _main(args: argparse.Namespace, gp: str, workdir: Path) -> int:
                          f"{sum(n for n, _ in parts.values())} commands, {total:.2f} s in them")
             for name, (n, s) in sorted(parts.items(), key=lambda kv: -kv[1][1]):
                 extra.append(f"  {name:<22} x{n:<3} {s:.2f} s")
-            extra.append(f"  (outside commands: {verbose.seconds - total:.2f} s: python start-up, "
-                         "imports, git plumbing in-process, polling)")
+            extra.append("  (some commands run side by side: the started record and the lock "
+                         "are pushed while lint runs,\n  fmt runs beside init; so the sum can "
+                         "exceed the wall time)")
 
     load_end = load1()
     table(rows)

@@ -7,7 +7,7 @@ unavailable, first commit) widens to *all stacks* with a warning; it never narro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gitops_push import ci as ci_env
@@ -180,13 +180,40 @@ def stack_inputs(refs: RefIndex, stack: Stack) -> list[Input]:
     return []
 
 
-def _owner(path: str, stacks: list[Stack]) -> Stack | None:
-    """The deepest stack whose directory holds ``path``."""
-    best: Stack | None = None
+def _ancestors(path: str) -> Iterator[str]:
+    """``path`` itself, then each directory above it, ending with "." (the root)."""
+    while path:
+        yield path
+        path = path.rpartition("/")[0]
+    yield "."
+
+
+def _owner(path: str, by_path: Mapping[str, Stack]) -> Stack | None:
+    """The deepest stack whose directory holds ``path`` (``by_path``: stack path -> stack)."""
+    return next((by_path[a] for a in _ancestors(path) if a in by_path), None)
+
+
+def _input_links(stacks: Iterable[Stack], refs: RefIndex, changed: list[str]
+                 ) -> dict[str, list[Reason]]:
+    """stack -> the changed paths among its inputs, each explained by its most specific
+    input (a nested module's own chain). Indexed by input path, so a monorepo's
+    thousands of stacks cost one lookup per directory level of each changed path."""
+    index: dict[str, list[tuple[str, Input]]] = {}
     for s in stacks:
-        if s.owns(path) and (best is None or len(s.path) > len(best.path) or best.path == "."):
-            best = s
-    return best
+        for inp in stack_inputs(refs, s):
+            index.setdefault(inp.path, []).append((s.name, inp))
+    out: dict[str, list[Reason]] = {}
+    for path in changed:
+        best: dict[str, Input] = {}
+        for level in _ancestors(path):
+            for name, inp in index.get(level, ()):
+                if level != path and not inp.is_dir:
+                    continue  # a file input only matches itself
+                if name not in best or len(inp.path) > len(best[name].path):
+                    best[name] = inp
+        for name, inp in best.items():
+            out.setdefault(name, []).append(Reason(path, inp.chain))
+    return out
 
 
 def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = None) -> ChangeSet:
@@ -210,8 +237,9 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
         refs.preload_terraform()
     results: dict[str, list[Reason]] = {}
 
+    by_path = {s.path: s for s in head_stacks}
     for path in changed_paths:
-        owner = _owner(path, head_stacks)
+        owner = _owner(path, by_path)
         if owner is not None:
             results.setdefault(owner.name, []).append(Reason(path))
     for s in head_stacks:
@@ -219,24 +247,8 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
             for path in changed_paths:
                 if glob_match(g, path):
                     results.setdefault(s.name, []).append(Reason(path, (f'watch "{g}"',)))
-    for s in head_stacks:
-        inputs = stack_inputs(refs, s)
-        if not inputs:
-            continue
-        for path in changed_paths:
-            # the most specific input explains the link best (a nested module's own chain)
-            best = max(
-                (
-                    inp
-                    for inp in inputs
-                    if path == inp.path
-                    or (inp.is_dir and (inp.path == "." or path.startswith(inp.path + "/")))
-                ),
-                key=lambda inp: len(inp.path),
-                default=None,
-            )
-            if best is not None:
-                results.setdefault(s.name, []).append(Reason(path, best.chain))
+    for name, reasons in _input_links(head_stacks, refs, changed_paths).items():
+        results.setdefault(name, []).extend(reasons)
 
     changes = [
         StackChange(s, "changed", reasons=_dedupe(results[s.name]))
