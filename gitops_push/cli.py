@@ -462,6 +462,66 @@ def status(state: State, output: str) -> None:
         out.status_table(rows)
 
 
+@cli.group()
+def locks() -> None:
+    """The per-stack locks on origin (refs/gitops-push/locks/*)."""
+
+
+@locks.command("list")
+@output_option
+@click.pass_obj
+def locks_list(state: State, output: str) -> None:
+    """List the stacks locked right now, by whom, and until when.
+
+    \b
+    Examples:
+      gitops-push locks list
+    """
+    from gitops_push import lock
+    from gitops_push import output as out
+    from gitops_push.git import Repo
+
+    state.output, state.command = output, "locks list"
+    repo = Repo(state.repo)
+    now = lock.utcnow()
+    rows = [lock.lock_data(info, now) for info in lock.LockStore(repo).list()]
+    if output == "json":
+        out.print_json(out.Envelope("locks list", data={"locks": rows}))
+    else:
+        out.locks_table(rows)
+
+
+@locks.command("break")
+@click.argument("stack")
+@click.option("--force", is_flag=True,
+              help="Also break a lock that has not expired (its run may still be applying).")
+@output_option
+@click.pass_obj
+def locks_break(state: State, stack: str, force: bool, output: str) -> None:
+    """Delete a stack's lock left by a run that is gone.
+
+    Only an expired lock is broken unless --force is given.
+
+    \b
+    Examples:
+      gitops-push locks break network
+      gitops-push locks break network --force
+    """
+    from gitops_push import lock
+    from gitops_push import output as out
+    from gitops_push.git import Repo
+
+    state.output, state.command = output, "locks break"
+    broken = lock.break_stack_lock(Repo(state.repo), stack, force=force)
+    data = {"stack": stack, "broken": lock.lock_data(broken) if broken else None}
+    if output == "json":
+        out.print_json(out.Envelope("locks break", data=data))
+    elif broken is None:
+        out.message(f"stack {stack} is not locked")
+    else:
+        out.message(f"broke the lock of stack {stack}: {broken.describe()}")
+
+
 @cli.command()
 @click.option("--ci", type=click.Choice(["github", "gitlab", "none"]), default="none",
               show_default=True, help="Copy this CI system's templates into the repository.")

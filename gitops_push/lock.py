@@ -29,7 +29,7 @@ from typing import Any
 
 from gitops_push import ci as ci_env
 from gitops_push.audit import parse_time
-from gitops_push.errors import LockError, ToolError
+from gitops_push.errors import LockError, ToolError, UserError
 from gitops_push.git import (
     NETWORK_TIMEOUT,
     Repo,
@@ -295,6 +295,41 @@ class LockStore:
         return info
 
 
+def lock_data(info: LockInfo, now: datetime | None = None) -> dict[str, Any]:
+    """A lock as plain data, for ``gitops-push locks list`` and its JSON output."""
+    return {"stack": info.stack, "ref": info.ref, "run_id": info.owner.run_id,
+            "actor": info.owner.actor, "command": info.owner.command,
+            "pipeline_url": info.owner.pipeline_url, "host": info.owner.host,
+            "acquired_at": _iso(info.acquired_at), "expires_at": _iso(info.expires_at),
+            "renewed_at": _iso(info.renewed_at) if info.renewed_at else None,
+            "expired": info.expired(now or utcnow())}
+
+
+def break_stack_lock(repo: Repo, stack: str, *, force: bool = False, remote: str = "origin",
+                     now: datetime | None = None) -> LockInfo | None:
+    """Delete a stack's lock (``gitops-push locks break``); None when it holds none.
+
+    An unexpired lock may belong to a run that is still applying, so it is only broken
+    with ``force``. The delete is leased on the lock commit that was read: a lock renewed
+    or replaced meanwhile is left alone.
+    """
+    store = LockStore(repo, remote=remote)
+    info = store.read(stack)
+    if info is None:
+        return None
+    if not force and not info.expired(now or utcnow()):
+        raise UserError(f"stack {stack!r} is locked by {info.describe()}; that run may still "
+                        "be applying. Wait for it or for the expiry; pass --force only if you "
+                        "know it is gone")
+    status, detail = store.cas(info.ref, None, info.sha)
+    if status == "conflict":
+        raise LockError(f"the lock of stack {stack!r} changed while breaking it (renewed, "
+                        "released or taken over); look again with `gitops-push locks list`")
+    if status != "ok":
+        raise LockError(f"could not break the lock of stack {stack!r}: {detail}")
+    return info
+
+
 def active_run_ids(repo: Repo, *, remote: str = "origin", now: datetime | None = None
                    ) -> set[str]:
     """Run ids holding an unexpired lock: runs in progress, not interrupted ones."""
@@ -421,8 +456,8 @@ class LockSet(LockStore):
             return LockError(f"could not take the lock of stack {stack!r} within "
                              f"{self.timeout:g}s: {detail}")
         where = f"origin {self.remote!r}" if self.has_origin else "this clone"
-        fix = (f"git push {self.remote} :{holder.ref}" if self.has_origin
-               else f"git update-ref -d {holder.ref}")
+        fix = f"gitops-push locks break {stack} --force" + (
+            f" (or: git push {self.remote} :{holder.ref})" if self.has_origin else "")
         return LockError(
             f"stack {stack!r} is locked by {holder.describe()}; gave up after waiting "
             f"{self.timeout:g}s (--lock-timeout). If that run is gone, wait for the expiry or "

@@ -489,6 +489,23 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> None:
     out_console().print(table)
 
 
+def locks_table(rows: Sequence[Mapping[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not rows:
+        err_console().print("no stack is locked")
+        return
+    table = Table(title=Text("gitops-push locks"))
+    for col in ("stack", "run", "by", "pipeline", "since", "expires", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*(Text(visible(str(v or "-"))) for v in (
+            r["stack"], r["run_id"], r.get("actor"), r.get("pipeline_url"), r["acquired_at"],
+            r["expires_at"], "expired" if r["expired"] else "held")))
+    out_console().print(table)
+
+
 def init_text(result: Any) -> None:
     con = err_console()
     for w in result.written:

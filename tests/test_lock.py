@@ -79,8 +79,8 @@ def test_second_acquirer_times_out_naming_the_holder(g: GitRepo) -> None:
     err = exc.value
     assert err.exit_code == ExitCode.LOCKED == 5
     assert "alice" in err.message and ALICE["pipeline_url"] in err.message
-    assert "held since 20" in err.message and "git push origin :refs/gitops-push/locks/app" \
-        in err.message
+    assert "held since 20" in err.message and "gitops-push locks break app --force" in err.message
+    assert "git push origin :refs/gitops-push/locks/app" in err.message
     assert waiter.held == {}
 
 
@@ -203,7 +203,8 @@ def test_no_origin_uses_local_compare_and_swap(make_repo: Callable[..., GitRepo]
     assert g.git("rev-parse", lock_ref("app")) == got.sha
     with pytest.raises(LockError, match="alice") as exc:
         locks(g, BOB, timeout=0.2).acquire("app")
-    assert "git update-ref -d refs/gitops-push/locks/app" in exc.value.message
+    assert "gitops-push locks break app --force" in exc.value.message
+    assert "git push" not in exc.value.message  # no origin: nothing to push
     taken = locks(g, BOB, clock=lambda: utcnow() + timedelta(hours=2)).acquire("app")[0]
     assert taken.took_over is not None and taken.took_over.sha == got.sha
     assert ls.release("app") is False  # no longer ours
@@ -275,3 +276,54 @@ def test_owner_from_the_ci_environment() -> None:
     assert owner.actor == "carol" and owner.pipeline_url == "https://gitlab.example.com/p/1"
     assert owner.pid and owner.host
     assert "carol" in owner.describe()
+
+
+# -- the CLI: gitops-push locks list / break ---------------------------------------------------
+def cli(g: GitRepo, *args: str) -> tuple[int, dict]:
+    import contextlib
+    import io
+
+    from gitops_push.cli import run
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = run(["-C", str(g.path), "locks", *args, "--output", "json"])
+    return code, json.loads(out.getvalue())
+
+
+def test_locks_list_shows_holder_and_expiry(g: GitRepo) -> None:
+    code, env = cli(g, "list")
+    assert code == 0 and env["data"]["locks"] == []
+    held = locks(g, ALICE, heartbeat=False)
+    held.acquire("app", "db")
+    code, env = cli(g, "list")
+    assert code == 0
+    rows = env["data"]["locks"]
+    assert [r["stack"] for r in rows] == ["app", "db"]
+    assert rows[0]["actor"] == "alice" and rows[0]["pipeline_url"] == ALICE["pipeline_url"]
+    assert rows[0]["run_id"] == ALICE["run_id"] and rows[0]["expired"] is False
+
+
+def test_locks_break_refuses_a_live_lock_without_force(g: GitRepo) -> None:
+    held = locks(g, ALICE, heartbeat=False)
+    held.acquire("app")
+    code, env = cli(g, "break", "app")
+    assert code == ExitCode.USAGE and env["status"] == "error"
+    assert "alice" in env["errors"][0]["message"] and "--force" in env["errors"][0]["message"]
+    assert lock_ref("app") in origin_refs(g)
+
+    code, env = cli(g, "break", "app", "--force")
+    assert code == 0 and env["data"]["broken"]["actor"] == "alice"
+    assert origin_refs(g) == {}
+    assert held.release("app") is False  # the holder notices it is no longer its lock
+
+
+def test_locks_break_takes_an_expired_lock_without_force(g: GitRepo) -> None:
+    dead = locks(g, ALICE, heartbeat=False, ttl=0.05)  # a SIGKILLed run's lock, expired
+    dead.acquire("app")
+    time.sleep(0.1)
+    code, env = cli(g, "break", "app")
+    assert code == 0 and env["data"]["broken"]["expired"] is True
+    assert origin_refs(g) == {}
+    code, env = cli(g, "break", "app")
+    assert code == 0 and env["data"]["broken"] is None  # nothing left to break
