@@ -232,6 +232,9 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
             if plan.destroy and not opts.allow_destroy:
                 return base_outcome(change, "refused", "would destroy the stack; pass "
                                     "--allow-destroy", plan=plan)
+            if plan.needs_consent and not opts.allow_destroy:
+                return base_outcome(change, "refused", "; ".join(plan.needs_consent) +
+                                    "; pass --allow-destroy", plan=plan)
             started.wait()
             session.reporter.stack_step(stack.name, "lock")
             lock.wait()

@@ -305,6 +305,8 @@ def outcome_data(o: Any) -> dict[str, Any]:
                     for x in (plan.outputs if plan else ())],
         "lint": [{"severity": d.severity, "message": d.message, "file": d.file, "line": d.line}
                  for d in (o.lint.diagnostics if o.lint else ())],
+        "notes": list(plan.notes) if plan else [],
+        "needs_consent": list(plan.needs_consent) if plan else [],
     }
     for key in ("drift", "verify"):
         d = getattr(o, key)

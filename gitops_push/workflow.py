@@ -362,12 +362,17 @@ def _lint_message(lint: Any) -> str:
 
 
 def _plan_message(plan: PlanResult) -> str:
+    """Counts, then what a reviewer must not miss (consents needed, engine notes)."""
     c = plan.counts
     if plan.destroy:
-        return f"destroy: {c.destroy} to destroy"
-    if not plan.has_changes:
-        return "no changes"
-    return f"{c.add} to add, {c.change} to change, {c.replace} to replace, {c.destroy} to destroy"
+        text = f"destroy: {c.destroy} to destroy"
+    elif not plan.has_changes:
+        text = "no changes"
+    else:
+        text = (f"{c.add} to add, {c.change} to change, {c.replace} to replace, "
+                f"{c.destroy} to destroy")
+    extra = [f"needs --allow-destroy: {n}" for n in plan.needs_consent] + list(plan.notes)
+    return "; ".join([text, *extra])
 
 
 def new_session(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],

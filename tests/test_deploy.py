@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import GitRepo, git
@@ -477,3 +478,29 @@ def test_status_shows_the_last_deployment_and_pending_changes(deploy_repo: GitRe
     assert rows["solo"]["state"] == "HEAD is ahead: changes pending"
     assert rows["net"]["state"] == "HEAD is ahead: no changes for this stack"
     assert rows["net"]["deployed_commit"] == deployed and rows["net"]["deployed_by"]
+
+
+def test_pruning_a_namespace_is_refused_without_allow_destroy(
+        make_repo: Callable[..., GitRepo], kube: Any) -> None:
+    ns = f"{kube.namespace}-team"
+    config = ("version: 1\nstacks:\n  - name: web\n    path: web\n    type: kubernetes\n"
+              f"    kubernetes:\n      kubeconfig_env: WEB_KUBECONFIG\n      context: "
+              f"{kube.context}\n      namespace: {kube.namespace}\n      wait: false\n")
+    namespace = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  a: '1'\n"
+    r = make_repo({"gitops-push.yaml": config, "web/ns.yaml": namespace, "web/cm.yaml": cm})
+    env = {"WEB_KUBECONFIG": str(kube.kubeconfig), "KUBECACHEDIR": str(kube.cache_dir)}
+    assert gp(r, "apply", env=env)[0] == 0
+    assert kube.get("namespace", ns) is not None
+    r.commit("drop the namespace", {"web/ns.yaml": None}, push=True)
+
+    code, envelope = gp(r, "apply", env=env)
+    assert code == ExitCode.FAILED and results(envelope) == {"web": "refused"}
+    (row,) = envelope["data"]["stacks"]
+    assert "--allow-destroy" in row["message"] and row["needs_consent"]
+    assert kube.get("namespace", ns) is not None  # nothing was deleted
+
+    code, envelope = gp(r, "apply", "--allow-destroy", env=env)
+    assert code == 0 and results(envelope) == {"web": "applied"}
+    gone = kube.get("namespace", ns)
+    assert gone is None or gone.get("status", {}).get("phase") == "Terminating"

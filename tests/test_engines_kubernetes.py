@@ -236,6 +236,25 @@ def test_client_side_apply_works_too(deployer: Deployer, kube: Any) -> None:
     assert fields(deployer.plan(), f"ConfigMap/{kube.namespace}/a") == ("data.k",)
 
 
+def test_pruning_a_namespace_needs_consent_and_the_saved_plan_keeps_that(
+        deployer: Deployer, kube: Any) -> None:
+    ns = f"{kube.namespace}-extra"
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    deployer.settings_text += "wait: false\n"
+    deployer.write({"a.yaml": docs(configmap("keep")), "ns.yaml": docs(namespace)})
+    first, _ = deployer.apply()
+    assert first.needs_consent == ()  # creating a Namespace needs none
+    deployer.write({"ns.yaml": None})
+
+    plan = deployer.plan()
+    assert actions(plan)[f"Namespace/{ns}"] == "prune"
+    assert plan.needs_consent == (f"pruning Namespace {ns} deletes everything in it, also "
+                                  "objects gitops-push does not manage",)
+    ctx = deployer.ctx("apply")
+    assert deployer.engine.load_plan(deployer.stack, ctx, ctx.work_dir).needs_consent == \
+        plan.needs_consent  # an apply job reading the saved plan refuses it as well
+
+
 def test_prune_false_leaves_removed_objects(deployer: Deployer, kube: Any) -> None:
     deployer.settings_text += "prune: false\n"
     deployer.write({"a.yaml": docs(configmap("a"), configmap("b"))})

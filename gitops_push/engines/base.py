@@ -99,6 +99,9 @@ class PlanResult:
     artifact: Path | None = None
     tool_version: str = ""
     notes: tuple[str, ...] = ()
+    # Why applying this plan destroys more than its changes name (pruning a Namespace
+    # deletes everything in it): the runner applies it only with --allow-destroy.
+    needs_consent: tuple[str, ...] = ()
 
     @property
     def counts(self) -> Counts:

@@ -311,8 +311,6 @@ class KubernetesEngine:
             live = self._labelled(stack, target, gone)
             prune = [r for r in gone if r in live]
             changes += [Change(r.address, "delete" if destroy else "prune") for r in prune]
-            notes += [f"pruning Namespace {r.name} deletes everything in it"
-                      for r in prune if (r.group, r.kind) == ("", "Namespace")]
         elif gone:
             notes.append(f"{len(gone)} object(s) removed from git are left in the cluster "
                          "(prune: false)")
@@ -320,7 +318,8 @@ class KubernetesEngine:
         self._save(ctx, stack, s, target, inventory, desired, changes, prune, notes, destroy,
                    version)
         return PlanResult(stack.name, tuple(changes), destroy=destroy, artifact=ctx.work_dir,
-                          tool_version=version, notes=tuple(notes))
+                          tool_version=version, notes=tuple(notes),
+                          needs_consent=_namespace_prunes(prune, destroy))
 
     def _save(self, ctx: EngineContext, stack: Stack, s: KubernetesSettings, target: Target,
               inventory: Inventory, desired: Sequence[Desired], changes: Sequence[Change],
@@ -354,7 +353,10 @@ class KubernetesEngine:
                         for c in data["changes"])
         return PlanResult(stack.name, changes, destroy=bool(data["destroy"]), artifact=artifact,
                           tool_version=str(data.get("tool_version", "")),
-                          notes=tuple(data.get("notes", ())))
+                          notes=tuple(data.get("notes", ())),
+                          needs_consent=_namespace_prunes(
+                              [ObjRef.from_json(r) for r in data["prune"]],
+                              bool(data["destroy"])))
 
     # -- apply ----------------------------------------------------------------------
     def apply(self, stack: Stack, ctx: EngineContext, plan: PlanResult) -> ApplyResult:
@@ -530,3 +532,14 @@ ENGINE = EngineSpec(
     factory=_factory,
     env_names=env_names,
 )
+
+
+def _namespace_prunes(prune: Sequence[ObjRef], destroy: bool) -> tuple[str, ...]:
+    """Deleting a Namespace deletes every object in it, also those no stack manages, so a
+    prune of one needs the same consent as destroying a stack. (A removed stack's destroy
+    already needs --allow-destroy.)"""
+    if destroy:
+        return ()
+    return tuple(f"pruning Namespace {r.name} deletes everything in it, also objects "
+                 "gitops-push does not manage"
+                 for r in prune if (r.group, r.kind) == ("", "Namespace"))
