@@ -504,3 +504,26 @@ def test_pruning_a_namespace_is_refused_without_allow_destroy(
     assert code == 0 and results(envelope) == {"web": "applied"}
     gone = kube.get("namespace", ns)
     assert gone is None or gone.get("status", {}).get("phase") == "Terminating"
+
+
+@pytest.mark.parametrize("mode", ["notes", "commit"])
+def test_every_audit_mode_records_runs_that_verify(deploy_repo: GitRepo, mode: str) -> None:
+    config = (deploy_repo.path / "gitops-push.yaml").read_text()
+    deploy_repo.commit("audit mode", {"gitops-push.yaml": config + f"audit:\n  mode: {mode}\n"},
+                       push=True)
+    assert gp(deploy_repo, "apply")[0] == 0
+    if mode == "commit":  # the records are commits on main itself, marked [skip ci]
+        subjects = deploy_repo.git("log", "--format=%s", "HEAD..origin/main").splitlines()
+        assert len(subjects) == 2 and all("[skip ci]" in s for s in subjects)
+        deploy_repo.git("pull", "-q", "--ff-only")
+    else:  # one note per deployed commit, on origin
+        assert "refs/notes/gitops-push" in deploy_repo.git("ls-remote", "origin")
+        assert deploy_repo.git("rev-parse", "origin/main") == deploy_repo.head()
+
+    deploy_repo.commit("solo v2", {"stacks/solo/main.tf": tf("s2")}, push=True)
+    code, env = gp(deploy_repo, "apply")
+    assert code == 0 and results(env) == {"solo": "applied"}  # audit files change no stack
+    code, env = gp(deploy_repo, "audit", "verify")
+    assert code == 0 and env["data"]["ok"] and env["data"]["records"] == 4
+    code, env = gp(deploy_repo, "audit", "log")
+    assert code == 0 and [r["phase"] for r in env["data"]["runs"]] == ["finished", "finished"]
