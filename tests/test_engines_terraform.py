@@ -20,18 +20,11 @@ from fixtures_terraform import (
 )
 
 from gitops_push import config
+from gitops_push.engines._tf_cli import installs_providers
+from gitops_push.engines._tf_plan import PLAN_FILE, SUMMARY_FILE, changed_paths, drift_items
+from gitops_push.engines._tf_settings import BIN_ENV, TerraformSettings, resolve_binary
 from gitops_push.engines.base import Change, DriftItem, OutputChange
-from gitops_push.engines.terraform import (
-    BIN_ENV,
-    ENGINE,
-    PLAN_FILE,
-    SUMMARY_FILE,
-    TerraformSettings,
-    _drift_items,
-    changed_paths,
-    installs_providers,
-    resolve_binary,
-)
+from gitops_push.engines.terraform import ENGINE
 from gitops_push.errors import ConfigError, ToolError, UserError
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="needs terraform")
@@ -429,7 +422,7 @@ def test_refresh_only_drift_reports_changed_and_deleted_objects() -> None:
          "change": {"actions": ["delete"], "before": {"bucket": "logs"}, "after": None}},
         {"address": "aws_iam_role.r", "change": {"actions": ["no-op"]}},
     ]
-    assert _drift_items(drift, ()) == [
+    assert drift_items(drift, ()) == [
         DriftItem("aws_instance.web", "changed", ("ami",)),
         DriftItem("aws_s3_bucket.logs", "deleted"),
     ]
