@@ -139,11 +139,9 @@ class TrailReader:
         """Commit mode: the deployed branch the records are committed to."""
         if self._default_branch:
             return self._default_branch
-        res = self.repo.run("symbolic-ref", "--quiet", f"refs/remotes/{self.remote}/HEAD",
-                            check=False)
-        prefix = f"refs/remotes/{self.remote}/"
-        if res.returncode == 0 and res.stdout.strip().startswith(prefix):
-            return res.stdout.strip()[len(prefix):]
+        remote_default = self.repo.remote_head(self.remote)
+        if remote_default:
+            return remote_default
         current = self.repo.current_branch()
         if current:
             return current

@@ -73,9 +73,9 @@ def default_branch(repo: Repo, config: Config, ctx: ci_env.CIContext) -> str | N
         return config.default_branch
     if ctx.default_branch:
         return ctx.default_branch
-    res = repo.run("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
-    if res.returncode == 0 and res.stdout.strip().startswith("origin/"):
-        return res.stdout.strip()[len("origin/") :]
+    remote_default = repo.remote_head("origin")
+    if remote_default:
+        return remote_default
     for name in ("main", "master"):
         for ref in (f"refs/remotes/origin/{name}", f"refs/heads/{name}"):
             if repo.run("rev-parse", "--verify", "--quiet", ref, check=False).returncode == 0:

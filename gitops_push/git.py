@@ -121,6 +121,7 @@ class Repo:
             raise GitError(f"no such directory: {path}")
         self.root, self.git_dir = _locate(start, self.env)
         self._trees: dict[str, Tree] = {}
+        self._remote_heads: dict[str, str | None] = {}
         self.ref_indexes: dict[str, Any] = {}  # tree sha -> refs.RefIndex (see RefIndex.of)
 
     # -- running git ------------------------------------------------------------------
@@ -198,9 +199,21 @@ class Repo:
         return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
 
     def head(self) -> str:
-        if not self.has_commits():
+        res = self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        if res.returncode != 0 or not res.stdout.strip():
             raise GitError("the repository has no commits yet")
-        return self.out("rev-parse", "HEAD").strip()
+        return res.stdout.strip()
+
+    def remote_head(self, remote: str = "origin") -> str | None:
+        """The branch ``<remote>/HEAD`` points at (the remote's default branch), if known."""
+        if remote not in self._remote_heads:
+            res = self.run("symbolic-ref", "--quiet", f"refs/remotes/{remote}/HEAD",
+                           check=False)
+            prefix = f"refs/remotes/{remote}/"
+            target = res.stdout.strip()
+            self._remote_heads[remote] = (target[len(prefix):] if res.returncode == 0
+                                          and target.startswith(prefix) else None)
+        return self._remote_heads[remote]
 
     def has_commit(self, sha: str) -> bool:
         return self.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
