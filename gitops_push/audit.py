@@ -230,8 +230,10 @@ class Trail(TrailReader):
             res = self.repo.run("update-ref", "-m", "gitops-push audit", self.ref, new,
                                 old or zero_oid(new), check=False)
             return res.returncode == 0, res.stderr.strip()
+        # a lease, not just a fast-forward: origin rewound past ``old`` (a commit removed
+        # on purpose) must not come back as the parent of a record built on a stale tip
         result = push(self.repo, self.remote, [f"{new}:{self.ref}"],
-                      timeout=self.network_timeout)
+                      leases=[f"{self.ref}:{old or ''}"], timeout=self.network_timeout)
         if result.ok:
             self.repo.run("update-ref", self.tracking_ref, new, check=False)
             return True, ""

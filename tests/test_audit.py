@@ -490,6 +490,26 @@ def test_commit_mode_commits_to_the_deployed_branch_with_skip_ci(g: GitRepo,
     assert t.verify().ok
 
 
+def test_a_record_never_brings_back_commits_removed_from_origin(g: GitRepo,
+                                                                 tmp_path: Path) -> None:
+    # A leaked secret lands on main while its pipeline applies; incident response
+    # force-pushes main back. The run's next record must build on the rewound tip.
+    g.commit("leaked secret", {"secret.txt": "hunter2\n"}, push=True)
+    t = trail(g, "commit")
+    rid = run_ids(1)[0]
+    assert t.append(record(rid, "started")).pushed
+    ops = clone(g, tmp_path / "ops")
+    ops.git("reset", "-q", "--hard", "HEAD~2")
+    ops.git("push", "-q", "-f", "origin", "HEAD:main")
+
+    res = t.append(record(rid, "finished"))
+
+    assert res.pushed and res.attempts == 2  # the stale tip was refused, then rebuilt
+    ops.git("fetch", "-q", "origin")
+    assert "leaked secret" not in ops.git("log", "--format=%s", "origin/main")
+    assert ops.git("ls-tree", "--name-only", "origin/main", "secret.txt") == ""
+
+
 # -- reading helpers -------------------------------------------------------------------------
 def test_last_successful_and_log(g: GitRepo) -> None:
     t = trail(g)
