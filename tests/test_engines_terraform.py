@@ -161,6 +161,25 @@ def test_one_fmt_serves_every_stack_of_the_run_and_each_gets_its_own_files(
     ]
 
 
+def test_nested_stacks_each_get_their_fmt_findings_once(tmp_path: Path) -> None:
+    repos = [TfRepo(root=tmp_path / "repo", state=tmp_path / f"state-{i}",
+                    scratch=tmp_path / "scratch", name=f"s{i}", path=path)
+             for i, path in enumerate((".", "infra", "infra/sub"))]
+    unformatted = 'resource "terraform_data" "x" {\n  input= 1\n}\n'
+    repos[0].write({"root.tf": fmt(BACKEND)})
+    repos[1].write({"main.tf": fmt(BACKEND)})
+    repos[2].write({"main.tf": fmt(BACKEND) + unformatted})
+    eng = engine()
+    stacks = [r.stack() for r in repos]
+    eng.check(stacks, repos[0].env())
+
+    found = [[str(d) for d in eng.lint(st, r.ctx()).diagnostics if "not formatted" in d.message]
+             for st, r in zip(stacks, repos, strict=True)]
+
+    # as fmt -recursive in each directory would say: the file once, in every enclosing stack
+    assert found == [["infra/sub/main.tf:5: not formatted (run `terraform fmt -recursive`)"]] * 3
+
+
 def test_a_syntax_error_in_one_stack_does_not_hide_the_others_fmt_findings(
         tmp_path: Path) -> None:
     repos = [TfRepo(root=tmp_path / "repo", state=tmp_path / f"state-{n}",
@@ -487,6 +506,34 @@ def test_lint_before_a_plan_shares_one_backend_init(tf: TfRepo, tmp_path: Path) 
     assert "-backend=false" not in init and "-backend-config=path=" in init
 
 
+MIRROR = Path("/opt/tf-plugins")  # a provider mirror some machines carry (no network here)
+
+
+@pytest.mark.skipif(not (MIRROR / "registry.terraform.io/hashicorp/aws").is_dir(),
+                    reason="needs the local aws provider mirror in /opt/tf-plugins")
+def test_an_unreachable_backend_fails_the_stack_instead_of_blaming_its_configuration(
+        tf: TfRepo, tmp_path: Path) -> None:
+    rc = tmp_path / "terraformrc"
+    rc.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{MIRROR}"\n'
+                  "  }\n}\n")
+    version = next((MIRROR / "registry.terraform.io/hashicorp/aws").iterdir()).name
+    tf.write({"main.tf": fmt(
+        'terraform {\n  required_providers {\n    aws = {\n      source = "hashicorp/aws"\n'
+        f'      version = "{version}"\n    }}\n  }}\n  backend "pg" {{\n'
+        '    conn_str = "postgres://127.0.0.1:1/state?sslmode=disable"\n  }\n}\n'
+        + resources(a='"x"'))})
+    env = tf.env(TF_CLI_CONFIG_FILE=str(rc))
+    stack = tf.stack(backend_config={}, env=["TF_CLI_CONFIG_FILE"])
+    lint_only = tf.ctx("lint", env=env)
+    lint_only.lint_only = True
+    assert engine().lint(stack, lint_only).ok  # the configuration itself is fine
+
+    with pytest.raises(ToolError) as err:
+        engine().lint(stack, tf.ctx("apply", env=env))
+    assert err.value.message == "terraform init failed"
+    assert "connection refused" in err.value.output_tail
+
+
 def test_lint_only_never_initialises_the_backend(tf: TfRepo, tmp_path: Path) -> None:
     # `gitops-push lint` may run where the backend's credentials are not available.
     wrapper, log = logging_wrapper(tmp_path)
@@ -510,6 +557,11 @@ def test_lint_only_never_initialises_the_backend(tf: TfRepo, tmp_path: Path) -> 
     ({"main.tf": "", ".terraform.lock.hcl": ""}, True),
     ({"main.tf.json": "{}"}, True),
     ({"main.tofu": 'ephemeral "random_password" "p" {}\n'}, True),
+    ({"main.tf": "resource null_resource x {}\n"}, True),  # unquoted labels are valid HCL
+    ({"main.tf": "provider aws {}\n"}, True),
+    ({"main.tf": 'terraform {\n  backend "s3" {}\n}\n'}, True),  # its state may need some
+    ({"main.tf": 'terraform {\n  cloud {\n  }\n}\n'}, True),
+    ({"main.tf": 'resource "terraform_data" "a" {}\n', "terraform.tfstate": "{}"}, True),
 ])
 def test_only_stacks_of_built_in_resources_skip_the_plugin_cache_lock(
         tmp_path: Path, files: dict[str, str], expected: bool) -> None:

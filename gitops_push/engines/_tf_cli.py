@@ -115,18 +115,23 @@ def _render_ui(raw: str) -> list[str]:
 # -- command lines -----------------------------------------------------------------------
 
 
-# A block that may need a provider: any provider, module or required_providers block, or
-# a resource / data source / ephemeral resource whose type is not a built-in terraform_*.
+# What may make ``init`` install a provider: a provider, module, required_providers,
+# backend or cloud block (a backend's state may name providers the configuration no longer
+# does), or a resource / data source / ephemeral resource whose type is not a built-in
+# terraform_*. Block labels may be quoted or not (``resource null_resource x {}``).
 _PROVIDER_HINT = re.compile(
-    r'^[ \t]*(?:provider[ \t]+"|module[ \t]+"|required_providers\b'
-    r'|(?:resource|data|ephemeral)[ \t]+"(?!terraform_))', re.MULTILINE)
+    r'^[ \t]*(?:(?:provider|module|backend)[ \t]+"?[A-Za-z_]|required_providers\b'
+    r'|cloud[ \t]*\{|(?:resource|data|ephemeral)[ \t]+"?(?!terraform_)[A-Za-z_])',
+    re.MULTILINE)
+_MAY_INSTALL_FILES = (".terraform.lock.hcl", "terraform.tfstate", "terraform.tfstate.d")
 
 
 def installs_providers(stack_dir: Path) -> bool:
     """Whether ``init`` may install providers (into the shared cache).
 
     Conservative: only a directory of ``.tf``/``.tofu`` files using nothing but built-in
-    ``terraform_*`` resources and data sources, with no lock file, is known not to.
+    ``terraform_*`` resources and data sources, with the default backend, no state file
+    (one could hold resources of other providers) and no lock file, is known not to.
     """
     try:
         files = list(stack_dir.iterdir())
@@ -134,7 +139,7 @@ def installs_providers(stack_dir: Path) -> bool:
         return True
     for f in files:
         name = f.name
-        if name == ".terraform.lock.hcl" or name.endswith((".tf.json", ".tofu.json")):
+        if name in _MAY_INSTALL_FILES or name.endswith((".tf.json", ".tofu.json")):
             return True
         if name.endswith((".tf", ".tofu")):
             try:

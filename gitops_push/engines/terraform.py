@@ -179,10 +179,18 @@ class TerraformEngine:
         never touches the backend, so it needs no state credentials.
         """
         tf = self._prepare(stack, ctx)
+        settings = settings_of(stack)
         with ThreadPoolExecutor(max_workers=1) as pool:  # fmt reads only the .tf files
             fmt_job = pool.submit(self._fmt, tf, stack)
-            init = self._init(tf, settings_of(stack), backend=not ctx.lint_only, check=False)
+            init = self._init(tf, settings, backend=not ctx.lint_only, check=False)
             fmt = fmt_job.result()
+        if init.returncode != 0 and not ctx.lint_only:
+            # Terraform stops at a failing backend before it installs providers, and
+            # validate would then blame the configuration: ask again without the backend
+            offline = self._init(tf, settings, backend=False, check=False)
+            if offline.returncode == 0:
+                raise tf.fail(init)  # the backend (credentials, state store), not a finding
+            init = offline
         validate = tf.run("validate", "-json", "-no-color", stream=False, check=False)
         diags = validate_diagnostics(validate.stdout, ctx, tf.secrets)
         errors = diags is not None and any(d.severity == "error" for d in diags)
@@ -207,10 +215,10 @@ class TerraformEngine:
         batch = self._fmt_batch(tf, stack)
         if batch is not None:
             root = tf.ctx.stack_dir.resolve()
-            files = [(path, line) for name, line in unformatted(batch)
+            files = {path: line for name, line in unformatted(batch)
                      if (path := (tf.ctx.repo_root / name).resolve()) == root
-                     or root in path.parents]
-            return _Fmt(tuple(files))
+                     or root in path.parents}
+            return _Fmt(tuple(files.items()))
         result = tf.run("fmt", "-check", "-recursive", "-diff", "-no-color",
                         stream=False, check=False)
         if result.returncode not in (0, 3):  # the ``diff`` program -diff needs is missing?
@@ -237,9 +245,13 @@ class TerraformEngine:
                 return None
             key = (tf.binary, os.fspath(root))
             if key not in self._fmt_runs:
+                # outermost directories only: -recursive covers nested stacks, and a
+                # directory given twice would list its files twice
+                outer = [p for p in paths if not any(
+                    q == "." or p.startswith(q + "/") for q in paths if q != p)]
                 result = proc.run(
                     [tf.binary, "fmt", "-check", "-recursive", "-diff", "-no-color",
-                     *(f"./{p}" for p in paths)],  # ./ : a path never reads as an option
+                     *(f"./{p}" for p in outer)],  # ./ : a path never reads as an option
                     env=tf.env, cwd=root, timeout=tf.timeout, check=False, cancel=ctx.cancel,
                     secrets=tf.secrets, what=f"{tf.label} fmt")
                 self._fmt_runs[key] = result.stdout if result.returncode in (0, 3) else None
