@@ -158,8 +158,15 @@ class _Background(Generic[T]):
         except BaseException as exc:  # re-raised by wait()
             self._error = exc
 
-    def wait(self) -> T | None:
-        self._thread.join()
+    def wait(self, cancel: threading.Event | None = None,
+             on_cancel: Callable[[], None] = lambda: None) -> T | None:
+        """The call's result; ``on_cancel`` runs once if ``cancel`` is set meanwhile."""
+        told = False
+        while self._thread.is_alive():
+            self._thread.join(0.2)
+            if cancel is not None and cancel.is_set() and not told:
+                on_cancel()
+                told = True
         if self._error is not None:
             raise self._error
         return self._result
@@ -170,8 +177,8 @@ class _StackLock:
     push to origin); ``wait()`` before planning. Released on exit; if it was never waited
     for (lint failed), the request is withdrawn instead of waiting out another holder."""
 
-    def __init__(self, locks: LockSet, stack: str) -> None:
-        self._locks, self._stack = locks, stack
+    def __init__(self, locks: LockSet, stack: str, cancel: threading.Event) -> None:
+        self._locks, self._stack, self._cancel = locks, stack, cancel
         self._stop = threading.Event()
         self._got = False
         self._job = _Background(self._acquire, f"lock-{stack}")
@@ -181,7 +188,8 @@ class _StackLock:
         self._got = True
 
     def wait(self) -> None:
-        self._job.wait()
+        """Until the lock is held; a stopped run (SIGTERM) stops waiting for it."""
+        self._job.wait(self._cancel, self._stop.set)
 
     def __enter__(self) -> _StackLock:
         return self
@@ -190,8 +198,8 @@ class _StackLock:
         self._stop.set()
         try:
             self._job.wait()
-        except GitopsPushError:
-            pass  # never taken: nothing to release (the waiter reported why)
+        except Exception:  # noqa: S110  # never taken: nothing to release (wait() said why)
+            pass
         finally:
             if self._got:
                 self._locks.release(self._stack)
@@ -206,7 +214,7 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
         engine = session.engine(stack)
         removed = change.status == "removed"
         with base_worktree(session, change, base_of.get(stack.name)) as old_dir, \
-                _StackLock(locks, stack.name) as lock:
+                _StackLock(locks, stack.name, session.cancel) as lock:
             ctx = make_ctx(session, stack, "apply", stack_dir=old_dir)
             if opts.plan_dir is not None:
                 session.reporter.stack_step(stack.name, "load plan")
@@ -235,7 +243,9 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
             if plan.needs_consent and not opts.allow_destroy:
                 return base_outcome(change, "refused", "; ".join(plan.needs_consent) +
                                     "; pass --allow-destroy", plan=plan)
-            started.wait()
+            unrecorded = _unstored(started.wait())
+            if unrecorded:  # every apply leaves a record: none, none applied
+                return base_outcome(change, "failed", unrecorded, plan=plan, error=unrecorded)
             session.reporter.stack_step(stack.name, "lock")
             lock.wait()
             session.reporter.stack_step(stack.name, "apply")
@@ -343,43 +353,63 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
             report.notes.append("nothing to apply: every stack matches its last deployment")
             return report
         check_engines(session, [c.stack for c in cs.stacks])
-        # stored while the stacks lint and plan; every apply waits for it first, so
-        # nothing is applied before the record is in the trail (or the spool)
-        started = _Background(lambda: _append(
-            trail, {**base_rec, "phase": "started", "started_at": started_at,
-                    "interrupted_runs": interrupted_ids,
-                    "stacks": [{"name": c.stack.name, "status": c.status} for c in cs.stacks]},
-            report), "audit-started")
         base_of = {c.stack.name: _base_for(c, cs, records) for c in cs.stacks}
         report.outcomes = list(stale)
         _run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
-                      started, lambda locks: apply_task(session, base_of, locks, started),
+                      {"interrupted_runs": interrupted_ids,
+                       "stacks": [{"name": c.stack.name, "status": c.status}
+                                  for c in cs.stacks]},
+                      lambda locks, started: apply_task(session, base_of, locks, started),
                       depends_fn(cs.all_stacks), _overall)
     report.exit_code = apply_exit_code(report)
     return report
 
 
 def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: ChangeSet,
-                  base_rec: Mapping[str, Any], started: _Background[dict[str, Any]],
-                  make_task: Callable[[LockSet], Task], depends: Callable[[str], set[str]],
+                  base_rec: Mapping[str, Any], started_rec: Mapping[str, Any],
+                  make_task: Callable[[LockSet, _Background[dict[str, Any]]], Task],
+                  depends: Callable[[str], set[str]],
                   overall: Callable[[RunReport], str]) -> None:
-    """Run the stacks under this run's locks; always release them and write ``finished``
-    (after ``started``: the trail is written by one thread at a time)."""
-    locks = _locks(session.repo, session, base_rec)
+    """Run the stacks under this run's locks; always release them and write ``finished``.
+
+    The ``started`` record is stored in a thread while the stacks lint and plan; every
+    apply waits for it first, so nothing is applied before the record is in the trail
+    (or the spool). ``finished`` is written after it: one writer at a time.
+    """
+    locks = _locks(session.repo, session, base_rec)  # bad lock settings: nothing recorded
+    started = _Background(lambda: _append(
+        trail, {**base_rec, **started_rec, "phase": "started"}, report), "audit-started")
+    outcomes: dict[str, StackOutcome] = {}
     try:
-        report.outcomes += run_waves(cs.stacks, make_task(locks),
-                                     parallel=session.options.parallel or default_parallel(),
-                                     reporter=session.reporter, cancel=session.cancel,
-                                     depends=depends)
+        run_waves(cs.stacks, make_task(locks, started),
+                  parallel=session.options.parallel or default_parallel(),
+                  reporter=session.reporter, cancel=session.cancel, depends=depends,
+                  outcomes=outcomes)
+    except BaseException:  # Ctrl-C: recorded as an interruption, then re-raised
+        session.cancel.set()
+        raise
     finally:
+        report.outcomes += [outcomes[c.stack.name] for c in cs.stacks
+                            if c.stack.name in outcomes]
         locks.release_all()
-        report.audit = started.wait()
         _lock_notes(locks, trail, report)
+        try:
+            report.audit = started.wait()
+        except Exception as exc:  # not an AuditError (those _append reports): still finish
+            report.warnings.append(f"the started audit record was not stored: {exc}")
         report.interrupted = session.cancel.is_set()
         final = {**base_rec, "phase": "finished", "finished_at": audit.now_utc(),
                  "outcome": "interrupted" if report.interrupted else overall(report),
                  "stacks": [stack_entry(o) for o in report.outcomes]}
         report.audit = _append(trail, final, report)
+
+
+def _unstored(info: Mapping[str, Any] | None) -> str | None:
+    """Why the ``started`` record is in neither the trail nor the spool, if it is not."""
+    if info is None or info.get("pushed", True) or info.get("spool"):
+        return None
+    return (f"not applied: the started audit record could be neither pushed nor kept in "
+            f"the spool ({info.get('error') or info.get('message')})")
 
 
 def _base_for(change: StackChange, cs: ChangeSet, records: list[dict[str, Any]]
@@ -464,13 +494,7 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
         check_engines(session, [c.stack for c in cs.stacks])
         base_rec = record_base(session, "drift", cs.range, repo.current_branch())
         started_at = audit.now_utc()
-        started = _Background(lambda: _append(
-            trail, {**base_rec, "phase": "started", "started_at": started_at,
-                    "interrupted_runs": interrupted_ids,
-                    "stacks": [{"name": c.stack.name} for c in cs.stacks]},
-            report), "audit-started")
-
-        def make_task(locks: LockSet) -> Task:
+        def make_task(locks: LockSet, started: _Background[dict[str, Any]]) -> Task:
             fixer = apply_task(session, {}, locks, started, fix_only=True)
 
             def task(change: StackChange) -> StackOutcome:
@@ -492,7 +516,9 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
             return "drift" if drifted else _overall(rep)
 
         _run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
-                      started, make_task,
+                      {"interrupted_runs": interrupted_ids,
+                       "stacks": [{"name": c.stack.name} for c in cs.stacks]},
+                      make_task,
                       # detection reports every stack; a fix skips dependents of a failure
                       depends_fn(cs.all_stacks) if opts.fix else (lambda name: set()),
                       overall)

@@ -233,7 +233,8 @@ class LockStore:
             if self._have(sha):
                 return self._parse(stack, sha)
             # the ref moved between ls-remote and fetch: look again
-        return None
+        raise LockError(f"cannot read the lock of stack {stack!r}: {self.remote} lists it but "
+                        "it could not be fetched (it kept changing)")
 
     def _fetch(self, refs: list[str]) -> None:
         with suppress(ToolError):

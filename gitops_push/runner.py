@@ -7,10 +7,11 @@ for every stack that depends on it. Progress goes to a ``Reporter``; results are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -99,8 +100,9 @@ def guarded(task: Task, change: StackChange, cancel: threading.Event) -> StackOu
     except ToolError as exc:
         result = "interrupted" if cancel.is_set() else "failed"
         outcome = base_outcome(change, result, exc.message, error=str(exc))
-    except GitopsPushError as exc:
-        outcome = base_outcome(change, "failed", exc.message, error=str(exc),
+    except GitopsPushError as exc:  # a lock wait given up because the run was stopped, too
+        result = "interrupted" if cancel.is_set() else "failed"
+        outcome = base_outcome(change, result, exc.message, error=str(exc),
                                extra={"error_code": exc.code})
     except Exception as exc:  # a bug in an engine must not take the other stacks down
         outcome = base_outcome(change, "failed", f"internal error: {type(exc).__name__}: {exc}",
@@ -110,9 +112,15 @@ def guarded(task: Task, change: StackChange, cancel: threading.Event) -> StackOu
 
 def run_waves(changes: Sequence[StackChange], task: Task, *, parallel: int,
               reporter: Reporter, cancel: threading.Event,
-              depends: Callable[[str], set[str]]) -> list[StackOutcome]:
-    """Run ``task`` per stack, wave by wave; dependents of failures are skipped."""
-    outcomes: dict[str, StackOutcome] = {}
+              depends: Callable[[str], set[str]],
+              outcomes: dict[str, StackOutcome] | None = None) -> list[StackOutcome]:
+    """Run ``task`` per stack, wave by wave; dependents of failures are skipped.
+
+    ``outcomes`` (stack -> outcome) is filled as stacks finish, so a caller still has
+    them when Ctrl-C ends the wait: the run is then cancelled (running tools stop
+    gracefully) and every started stack is waited for before the exception goes on.
+    """
+    outcomes = {} if outcomes is None else outcomes
     waves: dict[int, list[StackChange]] = {}
     for c in changes:
         waves.setdefault(c.wave, []).append(c)
@@ -139,7 +147,22 @@ def run_waves(changes: Sequence[StackChange], task: Task, *, parallel: int,
                 reporter.stack_started(c.stack.name)
                 futures[c.stack.name] = pool.submit(guarded, task, c, cancel)
             for name, fut in futures.items():
-                out = fut.result()
+                try:
+                    out = fut.result()
+                except BaseException:  # Ctrl-C in this thread: stop the others, then go
+                    cancel.set()
+                    _drain(futures, outcomes)
+                    raise
                 outcomes[name] = out
                 reporter.stack_finished(out)
     return [outcomes[c.stack.name] for c in changes]
+
+
+def _drain(futures: Mapping[str, Future[StackOutcome]],
+           outcomes: dict[str, StackOutcome]) -> None:
+    """Collect what the cancelled stacks return (a further Ctrl-C skips the one
+    being waited for)."""
+    for name, fut in futures.items():
+        if name not in outcomes:
+            with contextlib.suppress(BaseException):
+                outcomes[name] = fut.result()

@@ -406,6 +406,75 @@ def test_sigterm_stops_terraform_and_records_the_interruption(deploy_repo: GitRe
     assert gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "1s")[0] == 0
 
 
+def test_sigterm_while_waiting_for_a_lock_stops_at_once_and_records_it(
+        deploy_repo: GitRepo) -> None:
+    from gitops_push.git import Repo
+    from gitops_push.lock import LockSet
+
+    holder = LockSet(Repo(deploy_repo.path), "other-run", heartbeat=False)
+    holder.acquire("solo")
+    try:
+        p = gp_proc(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "120s",
+                    "--output", "json")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                r["phase"] == "started" for r in _try_records(deploy_repo)):
+            time.sleep(0.2)
+        time.sleep(1)
+        sent = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        holder.release_all()
+    assert p.returncode == ExitCode.TERMINATED
+    assert waited < 30  # not the 120 s lock timeout
+    (row,) = json.loads(out)["data"]["stacks"]
+    assert row["result"] == "interrupted"
+    finished = [r for r in audit_records(deploy_repo) if r["phase"] == "finished"]
+    assert finished[-1]["outcome"] == "interrupted"
+
+
+def test_ctrl_c_during_a_run_records_an_interruption_not_a_success(
+        deploy_repo: GitRepo) -> None:
+    deploy_repo.commit("slow", {"stacks/solo/main.tf": SLOW_TF}, push=True)
+    p = gp_proc(deploy_repo, "apply", "--stack", "solo")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            r["phase"] == "started" for r in _try_records(deploy_repo)):
+        time.sleep(0.2)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=60)
+    assert p.returncode == ExitCode.INTERRUPTED
+    finished = [r for r in audit_records(deploy_repo) if r["phase"] == "finished"]
+    assert finished[-1]["outcome"] == "interrupted"
+    assert [(st["name"], st["result"]) for st in finished[-1]["stacks"]] == [
+        ("solo", "interrupted")]
+
+
+def test_bad_lock_settings_fail_before_anything_is_recorded(deploy_repo: GitRepo) -> None:
+    code, _ = gp(deploy_repo, "apply", "--lock-ttl", "0s")
+    assert code != 0
+    assert _try_records(deploy_repo) == []  # no started record left to look interrupted
+
+
+def test_nothing_is_applied_when_the_started_record_can_be_neither_pushed_nor_spooled(
+        deploy_repo: GitRepo, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool directory should be\n")
+    hook = deploy_repo.origin / "hooks" / "pre-receive"  # origin refuses audit records
+    hook.write_text("#!/bin/sh\nwhile read old new ref; do\n"
+                    '  [ "$ref" = refs/heads/gitops-push/audit ] && exit 1\ndone\nexit 0\n')
+    hook.chmod(0o755)
+    code, env = gp(deploy_repo, "apply", "--stack", "solo",
+                   env={"GITOPS_PUSH_SPOOL_DIR": str(blocker / "spool")})
+    assert code == ExitCode.FAILED
+    (row,) = env["data"]["stacks"]
+    assert row["result"] == "failed" and "neither pushed nor kept in the spool" in row["message"]
+    assert not (deploy_repo.path / "stacks/solo/terraform.tfstate").exists()
+
+
 # -- drift and rollback ---------------------------------------------------------------------------
 def test_drift_is_detected_with_its_exit_code_and_fixed(deploy_repo: GitRepo) -> None:
     assert gp(deploy_repo, "apply")[0] == 0

@@ -255,6 +255,21 @@ def test_pruning_a_namespace_needs_consent_and_the_saved_plan_keeps_that(
         plan.needs_consent  # an apply job reading the saved plan refuses it as well
 
 
+def test_prunes_that_cascade_need_consent_and_plain_ones_do_not() -> None:
+    from gitops_push.engines._k8s_objects import ObjRef
+
+    crd = ObjRef("apiextensions.k8s.io", "CustomResourceDefinition", "", "widgets.example.com")
+    ns = ObjRef("", "Namespace", "", "team")
+    cm = ObjRef("", "ConfigMap", "team", "web")
+    assert k8s._cascading_prunes([cm], destroy=False) == ()
+    assert k8s._cascading_prunes([cm, ns, crd], destroy=False) == (
+        "pruning Namespace team deletes everything in it, also objects gitops-push does not "
+        "manage",
+        "pruning CustomResourceDefinition widgets.example.com deletes every custom resource "
+        "of that kind in the cluster")
+    assert k8s._cascading_prunes([ns, crd], destroy=True) == ()  # destroy has its own consent
+
+
 def test_prune_false_leaves_removed_objects(deployer: Deployer, kube: Any) -> None:
     deployer.settings_text += "prune: false\n"
     deployer.write({"a.yaml": docs(configmap("a"), configmap("b"))})

@@ -319,7 +319,7 @@ class KubernetesEngine:
                    version)
         return PlanResult(stack.name, tuple(changes), destroy=destroy, artifact=ctx.work_dir,
                           tool_version=version, notes=tuple(notes),
-                          needs_consent=_namespace_prunes(prune, destroy))
+                          needs_consent=_cascading_prunes(prune, destroy))
 
     def _save(self, ctx: EngineContext, stack: Stack, s: KubernetesSettings, target: Target,
               inventory: Inventory, desired: Sequence[Desired], changes: Sequence[Change],
@@ -354,7 +354,7 @@ class KubernetesEngine:
         return PlanResult(stack.name, changes, destroy=bool(data["destroy"]), artifact=artifact,
                           tool_version=str(data.get("tool_version", "")),
                           notes=tuple(data.get("notes", ())),
-                          needs_consent=_namespace_prunes(
+                          needs_consent=_cascading_prunes(
                               [ObjRef.from_json(r) for r in data["prune"]],
                               bool(data["destroy"])))
 
@@ -534,12 +534,19 @@ ENGINE = EngineSpec(
 )
 
 
-def _namespace_prunes(prune: Sequence[ObjRef], destroy: bool) -> tuple[str, ...]:
-    """Deleting a Namespace deletes every object in it, also those no stack manages, so a
-    prune of one needs the same consent as destroying a stack. (A removed stack's destroy
+def _cascading_prunes(prune: Sequence[ObjRef], destroy: bool) -> tuple[str, ...]:
+    """Prunes that delete more than themselves need the consent destroying a stack needs:
+    a Namespace takes every object in it, a CustomResourceDefinition every custom resource
+    of its kind in the cluster, also those no stack manages. (A removed stack's destroy
     already needs --allow-destroy.)"""
     if destroy:
         return ()
-    return tuple(f"pruning Namespace {r.name} deletes everything in it, also objects "
-                 "gitops-push does not manage"
-                 for r in prune if (r.group, r.kind) == ("", "Namespace"))
+    out: list[str] = []
+    for r in prune:
+        if (r.group, r.kind) == ("", "Namespace"):
+            out.append(f"pruning Namespace {r.name} deletes everything in it, also objects "
+                       "gitops-push does not manage")
+        elif (r.group, r.kind) == CRD:
+            out.append(f"pruning CustomResourceDefinition {r.name} deletes every custom "
+                       "resource of that kind in the cluster")
+    return tuple(out)
