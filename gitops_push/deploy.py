@@ -44,6 +44,7 @@ from gitops_push.workflow import (
     make_ctx,
     new_session,
     phase_env,
+    prefetch_tools,
     select,
     select_for_apply,
 )
@@ -327,6 +328,7 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
           ) -> RunReport:
     branch = check_branch(repo, config, opts, environ)
     check_clean(repo)
+    probe = prefetch_tools(config, environ)
     stacks = resolve_stacks(config, repo, repo.tree(repo.head()))
     trail = _trail(repo, config, environ, stacks)
     warnings: list[str] = []
@@ -352,6 +354,7 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
             report.outcomes = stale
             report.notes.append("nothing to apply: every stack matches its last deployment")
             return report
+        probe.join()
         check_engines(session, [c.stack for c in cs.stacks])
         base_of = {c.stack.name: _base_for(c, cs, records) for c in cs.stacks}
         report.outcomes = list(stale)
@@ -475,6 +478,7 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
     if opts.fix:
         check_branch(repo, config, opts, environ)
         check_clean(repo)
+    probe = prefetch_tools(config, environ)
     sel = replace(opts, all_stacks=not opts.stacks, base=None)
     cs = select(repo, config, sel, environ)
     cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != "removed"),
@@ -491,6 +495,7 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
         if not cs.stacks:
             report.notes.append("no stacks")
             return report
+        probe.join()
         check_engines(session, [c.stack for c in cs.stacks])
         base_rec = record_base(session, "drift", cs.range, repo.current_branch())
         started_at = audit.now_utc()

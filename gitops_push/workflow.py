@@ -6,6 +6,7 @@ trail. Returns a ``RunReport`` (data); the CLI prints it and takes the exit code
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -231,6 +232,28 @@ def depends_fn(stacks: tuple[Stack, ...]) -> Any:
     return depends
 
 
+def prefetch_tools(config: Config, environ: Mapping[str, str]) -> threading.Thread:
+    """Probe the tools the configured stacks need (``terraform version``) in a thread,
+    while git is read; ``check_engines`` then finds the answers cached. Join it first."""
+    by_type: dict[str, list[Stack]] = {}
+    for spec in config.stacks:
+        by_type.setdefault(spec.stack.type, []).append(spec.stack)
+    for engine_type in config.discover:  # discovered stacks use the engine's defaults
+        if engine_type not in by_type:
+            with contextlib.suppress(Exception):
+                by_type[engine_type] = [Stack("(discovered)", ".", engine_type,
+                                              settings=config.default_settings(engine_type))]
+
+    def probe() -> None:
+        for engine_type, group in by_type.items():
+            with contextlib.suppress(Exception):  # check_engines reports problems
+                engines.spec(engine_type).prefetch(group, environ)
+
+    thread = threading.Thread(target=probe, name="tool-probe", daemon=True)
+    thread.start()
+    return thread
+
+
 def check_engines(session: Session, stacks: list[Stack]) -> None:
     by_type: dict[str, list[Stack]] = {}
     for s in stacks:
@@ -407,6 +430,7 @@ def plan_selection(repo: Repo, config: Config, opts: RunOptions, environ: Mappin
 
 def plan(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
          reporter: Reporter | None = None, cancel: threading.Event | None = None) -> RunReport:
+    probe = prefetch_tools(config, environ)
     cs, stale, sel_warnings = plan_selection(repo, config, opts, environ)
     with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
         session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
@@ -419,6 +443,7 @@ def plan(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str
             return report
         if opts.plan_dir is not None:
             opts.plan_dir.mkdir(parents=True, exist_ok=True)
+        probe.join()
         check_engines(session, [c.stack for c in cs.stacks])
         report.outcomes = stale + run_waves(cs.stacks, plan_task(session, cs.range.base),
                                     parallel=opts.parallel or default_parallel(),

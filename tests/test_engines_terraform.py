@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -589,6 +590,21 @@ def test_binary_setting_can_name_a_wrapper_script(tf: TfRepo, tmp_path: Path) ->
     data_dir = calls[1].split()[1].removeprefix("data=")
     assert not Path(data_dir).is_relative_to(tf.root)  # the working tree stays clean
     assert calls[1].split()[2] == f"cache={tf.scratch / 'plugin-cache'}"
+
+
+def test_a_prefetched_version_probe_is_reused_until_the_binary_changes(
+        tf: TfRepo, tmp_path: Path) -> None:
+    wrapper, log = logging_wrapper(tmp_path)
+    stack = tf.stack(binary=str(wrapper))
+    ENGINE.prefetch([stack], tf.env())  # what runs in a thread while git is read
+    engine().check([stack], tf.env())
+    engine().check([stack], tf.env())
+    assert subcommands(log) == ["version"]
+
+    time.sleep(0.01)  # a new mtime, as after an upgrade in place
+    wrapper.write_text(wrapper.read_text() + "# upgraded\n")
+    engine().check([stack], tf.env())
+    assert subcommands(log) == ["version", "version"]
 
 
 def test_binary_can_come_from_the_environment(tf: TfRepo, tmp_path: Path) -> None:

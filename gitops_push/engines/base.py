@@ -203,3 +203,6 @@ class EngineSpec:
     factory: Callable[[], Engine]
     # Settings that name environment variables to pass through, for least privilege.
     env_names: Callable[[Any], tuple[str, ...]] = lambda settings: ()
+    # Probe the tools these stacks need and cache the answers for ``Engine.check``; run in
+    # a thread while git is read, errors ignored (``check`` reports them).
+    prefetch: Callable[[list[Stack], Mapping[str, str]], None] = lambda stacks, env: None

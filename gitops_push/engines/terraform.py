@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -147,30 +148,12 @@ class TerraformEngine:
         with self._lock:
             if key in self._versions:
                 return self._versions[key]
-        where = f" ({who})" if who else ""
-        run_env = {**proc.filtered_env(env), "CHECKPOINT_DISABLE": "1"}
-        try:
-            result = proc.run([binary, "version", "-json"], env=run_env,
-                              timeout=VERSION_TIMEOUT, check=False)
-        except ToolError as exc:
-            if exc.returncode is not None:
-                raise
-            raise ToolError(f"{binary!r}{where} cannot be run: {exc.message}. {INSTALL_HINT}",
-                            command=exc.command) from exc
-        version = _version_from_json(result.stdout)
-        if result.returncode != 0 or version is None:
-            raise ToolError(
-                f"{binary!r}{where} did not report its version (`version -json` printed no "
-                f"terraform_version): is it Terraform or OpenTofu? {INSTALL_HINT}",
-                command=result.command, returncode=result.returncode, output_tail=result.tail)
-        found = parse_version(version) or (0, 0, 0)
-        if found < MIN_VERSION:
-            raise ToolError(f"{binary!r}{where} is version {version}; gitops-push needs "
-                            f"Terraform or OpenTofu 1.5 or newer. {INSTALL_HINT}")
+        version = probe_version(binary, env, who)
         with self._lock:
             self._versions[key] = version
         return version
 
+    # -- lint --------------------------------------------------------------------------
     # -- lint --------------------------------------------------------------------------
     def lint(self, stack: Stack, ctx: EngineContext) -> LintResult:
         """``fmt -check`` and ``validate -json``, every finding located as repo file:line.
@@ -438,9 +421,62 @@ class TerraformEngine:
             tf.run("workspace", "select", "-or-create=true", "-no-color", workspace)
 
 
+# Versions probed by this process, keyed by binary, PATH and the executable's identity
+# (path, mtime, size): a binary replaced in place is probed again.
+_PROBED: dict[tuple[str, ...], str] = {}
+_PROBED_LOCK = threading.Lock()
+
+
+def probe_version(binary: str, env: Mapping[str, str], who: str = "") -> str:
+    """``binary version -json``: its version, or a ToolError saying why it is unusable."""
+    found = shutil.which(binary, path=env.get("PATH"))
+    try:
+        st = Path(found).stat() if found else None
+    except OSError:
+        st = None
+    probe_key = (binary, env.get("PATH", ""), found or "", str(st.st_mtime_ns if st else ""),
+                 str(st.st_size if st else ""))
+    with _PROBED_LOCK:
+        if st is not None and probe_key in _PROBED:
+            return _PROBED[probe_key]
+    where = f" ({who})" if who else ""
+    run_env = {**proc.filtered_env(env), "CHECKPOINT_DISABLE": "1"}
+    try:
+        result = proc.run([binary, "version", "-json"], env=run_env,
+                          timeout=VERSION_TIMEOUT, check=False)
+    except ToolError as exc:
+        if exc.returncode is not None:
+            raise
+        raise ToolError(f"{binary!r}{where} cannot be run: {exc.message}. {INSTALL_HINT}",
+                        command=exc.command) from exc
+    version = _version_from_json(result.stdout)
+    if result.returncode != 0 or version is None:
+        raise ToolError(
+            f"{binary!r}{where} did not report its version (`version -json` printed no "
+            f"terraform_version): is it Terraform or OpenTofu? {INSTALL_HINT}",
+            command=result.command, returncode=result.returncode, output_tail=result.tail)
+    if (parse_version(version) or (0, 0, 0)) < MIN_VERSION:
+        raise ToolError(f"{binary!r}{where} is version {version}; gitops-push needs "
+                        f"Terraform or OpenTofu 1.5 or newer. {INSTALL_HINT}")
+    with _PROBED_LOCK:
+        _PROBED[probe_key] = version
+    return version
+
+
+def prefetch(stacks: list[Stack], env: Mapping[str, str]) -> None:
+    """Probe every binary these stacks use (the default one for discovered stacks)."""
+    binaries = {resolve_binary(s.settings, env) for s in stacks
+                if isinstance(s.settings, TerraformSettings)} or {
+        resolve_binary(TerraformSettings(), env)}
+    for binary in sorted(binaries):
+        with contextlib.suppress(ToolError):
+            probe_version(binary, env)
+
+
 ENGINE = EngineSpec(
     name="terraform",
     parse_settings=parse_settings,
     factory=TerraformEngine,
     env_names=env_names,
+    prefetch=prefetch,
 )
