@@ -30,6 +30,7 @@ from gitops_push.runner import (
     base_outcome,
     default_parallel,
     run_waves,
+    run_width,
 )
 from gitops_push.workflow import (
     RunOptions,
@@ -383,6 +384,7 @@ def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: C
     started = _Background(lambda: _append(
         trail, {**base_rec, **started_rec, "phase": "started"}, report), "audit-started")
     outcomes: dict[str, StackOutcome] = {}
+    session.width = run_width(cs.stacks, session.options.parallel or default_parallel())
     try:
         run_waves(cs.stacks, make_task(locks, started),
                   parallel=session.options.parallel or default_parallel(),

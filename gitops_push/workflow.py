@@ -31,7 +31,9 @@ from gitops_push.runner import (
     Task,
     base_outcome,
     default_parallel,
+    go_threads,
     run_waves,
+    run_width,
 )
 
 DEPLOY_COMMANDS = ("apply", "rollback", "drift")
@@ -93,6 +95,7 @@ class Session:
     cancel: threading.Event
     work_root: Path
     engines: dict[str, Engine] = field(default_factory=dict)
+    width: int = 1  # stacks running at once (runner.run_width), set before the run
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def engine(self, stack: Stack) -> Engine:
@@ -126,6 +129,7 @@ def phase_env(stack: Stack, phase: str, environ: Mapping[str, str]) -> tuple[dic
 def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | None = None
              ) -> EngineContext:
     env, secrets = phase_env(stack, phase, session.environ)
+    env.update(go_threads(session.width, session.environ))
     work = (session.options.plan_dir or session.work_root) / stack.name
     work.mkdir(parents=True, exist_ok=True)
     cache = session.environ.get(ci_env.ENV_PLUGIN_CACHE) or str(
@@ -445,6 +449,7 @@ def plan(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str
             opts.plan_dir.mkdir(parents=True, exist_ok=True)
         probe.join()
         check_engines(session, [c.stack for c in cs.stacks])
+        session.width = run_width(cs.stacks, opts.parallel or default_parallel())
         report.outcomes = stale + run_waves(cs.stacks, plan_task(session, cs.range.base),
                                     parallel=opts.parallel or default_parallel(),
                                     reporter=session.reporter, cancel=session.cancel,
@@ -482,6 +487,7 @@ def lint(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str
             return base_outcome(change, "clean", f"lint ok ({warnings} warning(s))" if warnings
                                 else "lint ok", lint=result)
 
+        session.width = run_width(cs.stacks, opts.parallel or default_parallel())
         report.outcomes = run_waves(cs.stacks, task, parallel=opts.parallel or default_parallel(),
                                     reporter=session.reporter, cancel=session.cancel,
                                     depends=lambda name: set())

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import GitRepo
@@ -81,3 +82,65 @@ def test_a_huge_yaml_file_is_refused_naming_it() -> None:
     with pytest.raises(ParseError) as info:
         yamlsafe.compose_all(b"a: " + b"x" * (yamlsafe.MAX_BYTES + 1), "big.yaml")
     assert info.value.path == "big.yaml" and "too large" in info.value.message
+
+
+# -- CPU sharing between stacks that run at once --------------------------------------------
+def test_run_width_is_the_widest_wave_capped_by_parallel() -> None:
+    from gitops_push.changes import StackChange
+    from gitops_push.config import Stack
+    from gitops_push.runner import run_width
+
+    def change(name: str, wave: int) -> StackChange:
+        return StackChange(Stack(name, name, "terraform"), "changed", wave=wave)
+
+    waves = [change("net", 1), change("a", 2), change("b", 2), change("c", 2)]
+    assert run_width(waves, parallel=8) == 3
+    assert run_width(waves, parallel=2) == 2
+    assert run_width(waves[:1], parallel=8) == 1
+    assert run_width([], parallel=4) == 1
+
+
+def test_go_tools_share_the_cpus_only_when_stacks_run_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from gitops_push.runner import go_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert go_threads(1, {}) == {}  # one stack at a time: no limit
+    assert go_threads(2, {}) == {"GOMAXPROCS": "4"}
+    assert go_threads(16, {}) == {"GOMAXPROCS": "1"}
+    assert go_threads(4, {"GOMAXPROCS": "8"}) == {}  # the user's setting wins
+
+
+@pytest.mark.slow
+def test_terraform_gets_a_cpu_share_when_stacks_plan_side_by_side(
+        make_repo: Callable[..., GitRepo], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    import os
+    import shutil
+
+    log = tmp_path / "calls.log"
+    wrapper = tmp_path / "tf-logged"
+    wrapper.write_text(f'#!/bin/sh\necho "$1 ${{GOMAXPROCS-unset}}" >> {log}\n'
+                       f'exec {shutil.which("terraform")} "$@"\n')
+    wrapper.chmod(0o755)
+    r = make_repo({".gitignore": "*.tfstate*\n.terraform*\n",
+                   "gitops-push.yaml": "version: 1\nstacks:\n"
+                                       "  - {name: a, path: a, type: terraform}\n"
+                                       "  - {name: b, path: b, type: terraform}\n",
+                   "a/main.tf": 'resource "terraform_data" "r" {\n  input = "1"\n}\n',
+                   "b/main.tf": 'resource "terraform_data" "r" {\n  input = "2"\n}\n'})
+    monkeypatch.setenv("GITOPS_PUSH_TERRAFORM_BIN", str(wrapper))
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+
+    def plans(parallel: str) -> set[str]:
+        log.write_text("")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert run(["-C", str(r.path), "plan", "--all", "--parallel", parallel,
+                        "--output", "json"]) == 0
+        return {line.split()[1] for line in log.read_text().splitlines()
+                if line.startswith("plan ")}
+
+    assert plans("2") == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert plans("1") == {"unset"}
