@@ -6,13 +6,14 @@ git-ignored), so nothing is downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,21 @@ def gp(r: GitRepo, *args: str, env: dict[str, str] | None = None) -> tuple[int, 
 def gp_proc(r: GitRepo, *args: str, **kw: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "gitops_push", "-C", str(r.path), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@contextlib.contextmanager
+def lock_held(r: GitRepo, stack: str, owner: dict[str, str] | str = "other-run"
+              ) -> Iterator[None]:
+    """Another run holding ``stack``'s lock on origin (no heartbeat) for the block."""
+    from gitops_push.git import Repo
+    from gitops_push.lock import LockSet
+
+    holder = LockSet(Repo(r.path), owner, heartbeat=False)
+    holder.acquire(stack)
+    try:
+        yield
+    finally:
+        holder.release_all()
 
 
 def results(envelope: dict) -> dict[str, str]:
@@ -228,17 +244,9 @@ def test_a_removed_stack_is_destroyed_only_with_allow_destroy(deploy_repo: GitRe
 
 # -- locks ------------------------------------------------------------------------------------
 def test_a_held_lock_makes_apply_wait_then_fail_naming_the_holder(deploy_repo: GitRepo) -> None:
-    from gitops_push.git import Repo
-    from gitops_push.lock import LockSet
-
-    holder = LockSet(Repo(deploy_repo.path), {"run_id": "other-run", "actor": "alice",
-                                              "pipeline_url": "https://ci.example/p/1"},
-                     heartbeat=False)
-    holder.acquire("solo")
-    try:
+    alice = {"run_id": "other-run", "actor": "alice", "pipeline_url": "https://ci.example/p/1"}
+    with lock_held(deploy_repo, "solo", alice):
         code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "1s")
-    finally:
-        holder.release_all()
     assert code == ExitCode.LOCKED
     error = env["data"]["stacks"][0]["error"]
     assert "alice" in error and "https://ci.example/p/1" in error
@@ -246,33 +254,19 @@ def test_a_held_lock_makes_apply_wait_then_fail_naming_the_holder(deploy_repo: G
 
 def test_a_stack_is_planned_only_once_its_lock_is_held(deploy_repo: GitRepo) -> None:
     # So a run that applied meanwhile is in the plan, instead of a stale plan failing.
-    from gitops_push.git import Repo
-    from gitops_push.lock import LockSet
-
-    holder = LockSet(Repo(deploy_repo.path), "other-run", heartbeat=False)
-    holder.acquire("solo")
-    try:
+    with lock_held(deploy_repo, "solo"):
         code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "1s")
-    finally:
-        holder.release_all()
     assert code == ExitCode.LOCKED
     (row,) = env["data"]["stacks"]
     assert row["counts"] is None and not row["changes"]  # nothing was planned
 
 
 def test_a_stack_failing_lint_does_not_wait_for_a_held_lock(deploy_repo: GitRepo) -> None:
-    from gitops_push.git import Repo
-    from gitops_push.lock import LockSet
-
     deploy_repo.commit("unformatted", {"stacks/solo/main.tf": 'resource "terraform_data" "r" {\n'
                                        'input= "x"\n}\n'}, push=True)
-    holder = LockSet(Repo(deploy_repo.path), "other-run", heartbeat=False)
-    holder.acquire("solo")
     start = time.monotonic()
-    try:
+    with lock_held(deploy_repo, "solo"):
         code, env = gp(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "120s")
-    finally:
-        holder.release_all()
     assert code == ExitCode.FAILED and results(env) == {"solo": "lint-failed"}
     assert time.monotonic() - start < 60  # gave up the lock request instead of waiting 120s
 
@@ -408,12 +402,7 @@ def test_sigterm_stops_terraform_and_records_the_interruption(deploy_repo: GitRe
 
 def test_sigterm_while_waiting_for_a_lock_stops_at_once_and_records_it(
         deploy_repo: GitRepo) -> None:
-    from gitops_push.git import Repo
-    from gitops_push.lock import LockSet
-
-    holder = LockSet(Repo(deploy_repo.path), "other-run", heartbeat=False)
-    holder.acquire("solo")
-    try:
+    with lock_held(deploy_repo, "solo"):
         p = gp_proc(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "120s",
                     "--output", "json")
         deadline = time.monotonic() + 60
@@ -425,8 +414,6 @@ def test_sigterm_while_waiting_for_a_lock_stops_at_once_and_records_it(
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=60)
         waited = time.monotonic() - sent
-    finally:
-        holder.release_all()
     assert p.returncode == ExitCode.TERMINATED
     assert waited < 30  # not the 120 s lock timeout
     (row,) = json.loads(out)["data"]["stacks"]
