@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -439,24 +439,33 @@ def truncate_markdown(text: str, limit: int) -> str:
 
 
 # -- audit, status, init -----------------------------------------------------------------
-def audit_table(entries: Sequence[Mapping[str, Any]]) -> None:
+def _plain_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                 blank: str = "-") -> None:
+    """A titled table of plain values (markup-escaped; None and "" shown as ``blank``)."""
     from rich.table import Table
     from rich.text import Text
 
+    table = Table(title=Text(title))
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(visible(str(v or blank))) for v in row))
+    out_console().print(table)
+
+
+def audit_table(entries: Sequence[Mapping[str, Any]]) -> None:
     if not entries:
         err_console().print("The audit trail is empty.")
         return
-    table = Table(title=Text("gitops-push audit log"))
-    for col in ("finished", "run", "command", "commit", "actor", "outcome", "stacks"):
-        table.add_column(col, overflow="fold")
-    for e in entries:
-        stacks = ", ".join(f"{s.get('name')}:{s.get('result')}" for s in e.get("stacks") or []
-                           if isinstance(s, Mapping))
-        table.add_row(*(Text(visible(str(v or ""))) for v in (
-            e.get("finished_at") or e.get("started_at"), e.get("run_id"), e.get("command"),
-            str(e.get("head") or "")[:12], e.get("actor"), e.get("outcome") or e.get("phase"),
-            stacks)))
-    out_console().print(table)
+    _plain_table(
+        "gitops-push audit log",
+        ("finished", "run", "command", "commit", "actor", "outcome", "stacks"),
+        ((e.get("finished_at") or e.get("started_at"), e.get("run_id"), e.get("command"),
+          str(e.get("head") or "")[:12], e.get("actor"), e.get("outcome") or e.get("phase"),
+          ", ".join(f"{s.get('name')}:{s.get('result')}" for s in e.get("stacks") or []
+                    if isinstance(s, Mapping)))
+         for e in entries),
+        blank="")
 
 
 def verify_data(result: Any) -> dict[str, Any]:
@@ -478,34 +487,20 @@ def verify_text(result: Any) -> None:
 
 
 def status_table(rows: Sequence[Mapping[str, Any]]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=Text("gitops-push status"))
-    for col in ("stack", "type", "deployed", "when", "by", "state"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(*(Text(visible(str(v or "-"))) for v in (
-            r["name"], r["type"], str(r.get("deployed_commit") or "")[:12], r.get("deployed_at"),
-            r.get("deployed_by"), r.get("state"))))
-    out_console().print(table)
+    _plain_table(
+        "gitops-push status", ("stack", "type", "deployed", "when", "by", "state"),
+        ((r["name"], r["type"], str(r.get("deployed_commit") or "")[:12], r.get("deployed_at"),
+          r.get("deployed_by"), r.get("state")) for r in rows))
 
 
 def locks_table(rows: Sequence[Mapping[str, Any]]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     if not rows:
         err_console().print("no stack is locked")
         return
-    table = Table(title=Text("gitops-push locks"))
-    for col in ("stack", "run", "by", "pipeline", "since", "expires", "state"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(*(Text(visible(str(v or "-"))) for v in (
-            r["stack"], r["run_id"], r.get("actor"), r.get("pipeline_url"), r["acquired_at"],
-            r["expires_at"], "expired" if r["expired"] else "held")))
-    out_console().print(table)
+    _plain_table(
+        "gitops-push locks", ("stack", "run", "by", "pipeline", "since", "expires", "state"),
+        ((r["stack"], r["run_id"], r.get("actor"), r.get("pipeline_url"), r["acquired_at"],
+          r["expires_at"], "expired" if r["expired"] else "held") for r in rows))
 
 
 def init_text(result: Any) -> None:

@@ -352,12 +352,7 @@ def test_a_killed_run_is_reported_by_the_next_one_and_its_lock_expires(
         deploy_repo: GitRepo) -> None:
     deploy_repo.commit("slow", {"stacks/solo/main.tf": SLOW_TF}, push=True)
     p = gp_proc(deploy_repo, "apply", "--stack", "solo", "--lock-ttl", "4s")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if any(r["phase"] == "started" for r in _try_records(deploy_repo)):
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
+    wait_until_started(deploy_repo, 1.0)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     # terraform runs in its own process group and outlives a SIGKILLed parent: stop it
@@ -381,14 +376,19 @@ def _try_records(r: GitRepo) -> list[dict]:
         return []
 
 
+def wait_until_started(r: GitRepo, settle: float) -> None:
+    """Until the run's started record is on origin, then ``settle`` s more (it is applying)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            rec["phase"] == "started" for rec in _try_records(r)):
+        time.sleep(0.2)
+    time.sleep(settle)
+
+
 def test_sigterm_stops_terraform_and_records_the_interruption(deploy_repo: GitRepo) -> None:
     deploy_repo.commit("slow", {"stacks/solo/main.tf": SLOW_TF}, push=True)
     p = gp_proc(deploy_repo, "apply", "--stack", "solo", "--output", "json")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            r["phase"] == "started" for r in _try_records(deploy_repo)):
-        time.sleep(0.2)
-    time.sleep(1.5)
+    wait_until_started(deploy_repo, 1.5)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == ExitCode.TERMINATED
@@ -405,11 +405,7 @@ def test_sigterm_while_waiting_for_a_lock_stops_at_once_and_records_it(
     with lock_held(deploy_repo, "solo"):
         p = gp_proc(deploy_repo, "apply", "--stack", "solo", "--lock-timeout", "120s",
                     "--output", "json")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(
-                r["phase"] == "started" for r in _try_records(deploy_repo)):
-            time.sleep(0.2)
-        time.sleep(1)
+        wait_until_started(deploy_repo, 1)
         sent = time.monotonic()
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=60)
@@ -426,11 +422,7 @@ def test_ctrl_c_during_a_run_records_an_interruption_not_a_success(
         deploy_repo: GitRepo) -> None:
     deploy_repo.commit("slow", {"stacks/solo/main.tf": SLOW_TF}, push=True)
     p = gp_proc(deploy_repo, "apply", "--stack", "solo")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            r["phase"] == "started" for r in _try_records(deploy_repo)):
-        time.sleep(0.2)
-    time.sleep(1.5)
+    wait_until_started(deploy_repo, 1.5)
     p.send_signal(signal.SIGINT)
     p.communicate(timeout=60)
     assert p.returncode == ExitCode.INTERRUPTED

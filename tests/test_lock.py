@@ -327,3 +327,14 @@ def test_locks_break_takes_an_expired_lock_without_force(g: GitRepo) -> None:
     assert origin_refs(g) == {}
     code, env = cli(g, "break", "app")
     assert code == 0 and env["data"]["broken"] is None  # nothing left to break
+
+
+def test_a_lock_listed_but_unreadable_is_an_error_not_unlocked(g: GitRepo) -> None:
+    # origin lists the ref but cannot serve its commit (a broken or half-written ref)
+    ref = g.origin / "refs" / "gitops-push" / "locks" / "app"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text("1234567890123456789012345678901234567890\n")
+    code, env = cli(g, "break", "app")
+    assert code == ExitCode.LOCKED and env["status"] == "error"
+    assert "could not be fetched" in env["errors"][0]["message"]
+    assert ref.exists()  # nothing was deleted on a guess
