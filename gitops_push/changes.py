@@ -8,7 +8,7 @@ unavailable, first commit) widens to *all stacks* with a warning; it never narro
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gitops_push import ci as ci_env
 from gitops_push.config import Config, Stack, normalize_path
@@ -249,6 +249,9 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
                     results.setdefault(s.name, []).append(Reason(path, (f'watch "{g}"',)))
     for name, reasons in _input_links(head_stacks, refs, changed_paths).items():
         results.setdefault(name, []).extend(reasons)
+    unparsed = _unparsed(head_stacks, refs, by_path, results)
+    if unparsed:
+        rng = replace(rng, warnings=(*rng.warnings, *unparsed))
 
     changes = [
         StackChange(s, "changed", reasons=_dedupe(results[s.name]))
@@ -258,6 +261,29 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
     removed = _removed(repo, config, rng, head_stacks, diff)
     ordered = order(changes, head_stacks, removed)
     return ChangeSet(rng, tuple(ordered), tuple(head_stacks))
+
+
+def _unparsed(stacks: list[Stack], refs: RefIndex, by_path: Mapping[str, Stack],
+              results: dict[str, list[Reason]]) -> list[str]:
+    """Stacks that read a file the scanner could not parse count as changed: what it
+    references is unknown, and uncertainty widens, never narrows (issue 12). The stack's
+    lint then names the error; the other stacks are planned as usual."""
+    hits: dict[str, set[str]] = {}
+
+    def add(name: str, reason: Reason) -> None:
+        note = f"cannot be parsed ({refs.broken[reason.file]}): counted as changed"
+        results.setdefault(name, []).append(Reason(reason.file, (note, *reason.chain)))
+        hits.setdefault(reason.file, set()).add(name)
+
+    for f in refs.broken:
+        owner = _owner(f, by_path)
+        if owner is not None:
+            add(owner.name, Reason(f))
+    for name, reasons in _input_links(stacks, refs, list(refs.broken)).items():
+        for r in reasons:
+            add(name, r)
+    return [f"{refs.broken[f]}: its module and file() references cannot be read, so "
+            f"{', '.join(sorted(names))} count(s) as changed" for f, names in sorted(hits.items())]
 
 
 def _paths(diff: Iterable[FileChange]) -> list[str]:

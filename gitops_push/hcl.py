@@ -259,3 +259,13 @@ def scan(text: str, path: str) -> References:
 def is_local_source(source: str) -> bool:
     """Terraform treats only ``./`` and ``../`` sources as local paths."""
     return source.startswith(("./", "../")) or source in (".", "..")
+
+
+_SALVAGE_SOURCE = re.compile(r'^[ \t]*source[ \t]*=[ \t]*"([^"\n]*)"', re.MULTILINE)
+
+
+def salvage_modules(text: str, path: str) -> list[ModuleRef]:
+    """Local module sources of a file ``scan`` rejected, line by line (a best effort for
+    a file with a syntax error; the caller treats its stack as changed anyway)."""
+    return [ModuleRef("(unparsed)", m.group(1), path, text.count("\n", 0, m.start()) + 1)
+            for m in _SALVAGE_SOURCE.finditer(text) if is_local_source(m.group(1))]

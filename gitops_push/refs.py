@@ -47,6 +47,9 @@ class RefIndex:
         self._tf_candidates: set[str] | None = None
         self._tf_refs: dict[str, hcl.References] = {}
         self._k_refs: dict[str, list[kustomize.KustomizeRef]] = {}
+        # .tf files the scanner could not parse (issue 12): their references are unknown,
+        # so change detection counts every stack that reads them as changed
+        self.broken: dict[str, ParseError] = {}
 
     # -- reading ----------------------------------------------------------------------
     @property
@@ -76,13 +79,28 @@ class RefIndex:
         merged: dict[str, tuple[list[hcl.ModuleRef], list[hcl.FileRef]]] = {}
         for f in sorted(texts):
             text = texts[f].decode("utf-8", "replace")
-            refs = hcl.scan(text, f)
             d = f.rpartition("/")[0] or "."
+            try:
+                refs = hcl.scan(text, f)
+            except ParseError as exc:
+                self.broken[f] = exc
+                refs = self._salvage(text, f, d)
             mods, files = merged.setdefault(d, ([], []))
             mods.extend(refs.modules)
             files.extend(refs.files)
         for d, (mods, files) in merged.items():
             self._tf_refs[d] = hcl.References(tuple(mods), tuple(files))
+
+    def _salvage(self, text: str, f: str, d: str) -> hcl.References:
+        """The local module sources a file that does not parse still names, so its modules
+        are not mistaken for stacks by discovery (its file() paths do not matter: every
+        stack that reads this directory counts as changed anyway)."""
+        mods = []
+        for m in hcl.salvage_modules(text, f):
+            target = resolve_in_tree(d, m.source)
+            if target is not None and self.tree.is_dir(target):
+                mods.append(m)
+        return hcl.References(tuple(mods), ())
 
     def preload_terraform(self) -> None:
         """Parse every ``.tf`` file that can hold a reference, in one batch read."""

@@ -191,12 +191,38 @@ def test_registry_and_git_module_sources_are_ignored(make_repo: Callable[..., Gi
     assert detect(r, base).stacks == ()
 
 
-def test_an_unparseable_tf_file_is_an_error_naming_it(repo: GitRepo) -> None:
-    base = repo.head()
+def test_an_unparseable_tf_file_counts_its_stack_as_changed_and_names_file_line(
+        repo: GitRepo) -> None:
+    """Issue 12: one stack's syntax error must not stop change detection for the others;
+    its references are unknown, so the stack counts as changed (widen, never narrow)."""
     repo.commit("bad", {"infra/app/bad.tf": 'module "m" {\n  source = "../x\n}\n'})
-    with pytest.raises(ParseError) as info:
-        detect(repo, base)
-    assert info.value.path == "infra/app/bad.tf:2"
+    base = repo.head()
+    repo.commit("net", {"infra/network/x.tf": "#\n"})
+    cs = detect(repo, base)
+    assert summary(cs) == {"network": "changed", "app": "changed"}
+    (app,) = [c for c in cs.stacks if c.stack.name == "app"]
+    assert [r.file for r in app.reasons] == ["infra/app/bad.tf"]
+    assert "infra/app/bad.tf:2: unterminated string" in str(app.reasons[0])
+    assert any("infra/app/bad.tf:2" in w and "app" in w for w in cs.range.warnings)
+
+
+def test_an_unparseable_module_counts_every_stack_using_it_as_changed(
+        make_repo: Callable[..., GitRepo]) -> None:
+    r = make_repo({
+        "a/main.tf": 'module "m" {\n  source = "../mod"\n}\n',
+        "b/main.tf": 'resource "terraform_data" "b" {}\n',
+        "mod/main.tf": 'module "inner" {\n  source = "./inner"\n}\n',
+        "mod/inner/main.tf": "#\n",
+    })
+    r.commit("break the module", {"mod/main.tf": 'module "inner" {\n  source = "./inner\n}\n'})
+    base = r.head()
+    r.commit("b only", {"b/x.tf": "#\n"})
+    cs = detect(r, base)
+    # mod/ and mod/inner/ stay modules (salvaged sources), never discovered as stacks
+    assert summary(cs) == {"a": "changed", "b": "changed"}
+    (a,) = [c for c in cs.stacks if c.stack.name == "a"]
+    assert "mod/main.tf:2: unterminated string" in str(a.reasons[0])
+    assert 'module "m" in a/main.tf' in str(a.reasons[0])
 
 
 def test_a_module_source_escaping_the_repo_is_refused(make_repo: Callable[..., GitRepo]) -> None:

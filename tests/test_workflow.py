@@ -144,3 +144,38 @@ def test_terraform_gets_a_cpu_share_when_stacks_plan_side_by_side(
 
     assert plans("2") == {str(max(1, (os.cpu_count() or 1) // 2))}
     assert plans("1") == {"unset"}
+
+
+# -- one stack's syntax error fails that stack only (issue 12) --------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["lint", "plan"])
+def test_a_syntax_error_fails_its_stack_and_the_others_still_run(
+        make_repo: Callable[..., GitRepo], tmp_path: Path, command: str) -> None:
+    good = ('module "m" {\n  source = "../mod"\n}\n'
+            'resource "terraform_data" "r" {\n  input = "1"\n}\n')
+    r = make_repo({".gitignore": "*.tfstate*\n.terraform*\n",
+                   "gitops-push.yaml": "version: 1\nstacks:\n"
+                                       "  - {name: app, path: app, type: terraform}\n"
+                                       "  - {name: db, path: db, type: terraform}\n",
+                   "app/main.tf": good, "db/main.tf": good,
+                   "mod/main.tf": 'resource "terraform_data" "m" {}\n'})
+    base = r.head()
+    r.commit("typo", {"db/main.tf": good.replace('"1"\n', '"1\n'),
+                      "app/main.tf": good.replace('"1"', '"2"')})
+    md = tmp_path / "summary.md"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run(["-C", str(r.path), command, "--base", base, "--summary-md", str(md),
+                    "--output", "json"])
+    assert code == 1, err.getvalue()
+    envelope = json.loads(out.getvalue())
+    rows = {s["name"]: s for s in envelope["data"]["stacks"]}
+    assert rows["db"]["result"] == "lint-failed" and "db/main.tf:5" in rows["db"]["message"]
+    assert rows["app"]["result"] == ("clean" if command == "lint" else "planned")
+    assert "`db`" in md.read_text() and "`app`" in md.read_text()
+    assert any("db/main.tf:5" in w for w in envelope["warnings"])
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert run(["-C", str(r.path), "changed", "--base", base, "--output", "json"]) == 0
+    assert [s["name"] for s in json.loads(out.getvalue())["data"]["stacks"]] == ["app", "db"]
