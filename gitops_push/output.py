@@ -64,12 +64,26 @@ def err_console(environ: Mapping[str, str] | None = None) -> Console:
                    no_color=not _color(env, sys.stderr), soft_wrap=True)
 
 
+# Wide enough for any table: without a terminal (CI logs, a pipe, a file) tables take their
+# natural width instead of rich's 80 columns, so a run id or stack name people copy is
+# never split over lines (issue 12).
+UNWRAPPED_WIDTH = 100_000
+
+
+def table_width(environ: Mapping[str, str], stream: IO[str]) -> int | None:
+    """None (the terminal's width) on an interactive terminal, else unlimited."""
+    if environ.get("CI") or not getattr(stream, "isatty", lambda: False)():
+        return UNWRAPPED_WIDTH
+    return None
+
+
 def out_console(environ: Mapping[str, str] | None = None) -> Console:
     from rich.console import Console
 
     env = os.environ if environ is None else environ
     return Console(markup=False, highlight=False, emoji=False,
-                   no_color=not _color(env, sys.stdout), soft_wrap=False)
+                   no_color=not _color(env, sys.stdout), soft_wrap=False,
+                   width=table_width(env, sys.stdout))
 
 
 def message(text: str, *, style: str | None = None) -> None:
