@@ -193,17 +193,63 @@ def _flags(ctx: click.Context) -> dict[str, Any]:
             for k, v in ctx.params.items() if v not in (None, False, ())}
 
 
-def _duration(value: str) -> float:
+def _bad_value(ctx: click.Context, param: click.Parameter, message: str) -> click.BadParameter:
+    """A bad value, naming the flag (click does) and the variable it came from, if any."""
+    from click.core import ParameterSource
+
+    envvar = getattr(param, "envvar", None)
+    if (param.name and isinstance(envvar, str)
+            and ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT):
+        message += f" (from the environment variable {envvar})"
+    return click.BadParameter(message, ctx=ctx, param=param)
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     from gitops_push.schema import parse_duration
 
     seconds = parse_duration(value)
     if seconds is None:
-        raise click.BadParameter(f"{value!r} is not a duration like 90s, 10m or 1h")
+        raise _bad_value(ctx, param, f"{value!r} is not a duration like 90s, 10m or 1h")
     return seconds
 
 
 def _stacks(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for v in values for n in v.replace(",", " ").split())
+
+
+def _check_not_empty(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Every option and argument that takes a value refuses an empty one (``--stack ''``,
+    ``--plan-dir ''``), naming the flag: an empty value is a mistake (an unset CI variable
+    interpolated), never a request for the default. Checked before the value is
+    converted, since click turns an empty path into ``.``. Empty environment variables
+    never reach this: click treats them as unset."""
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(v, str) and not v.replace(",", " ").strip():
+            raise _bad_value(ctx, param, f"{v!r}: the value must not be empty")
+
+
+class _NonEmptyOption(click.Option):
+    def type_cast_value(self, ctx: click.Context, value: Any) -> Any:
+        _check_not_empty(ctx, self, value)
+        return super().type_cast_value(ctx, value)
+
+
+class _NonEmptyArgument(click.Argument):
+    def type_cast_value(self, ctx: click.Context, value: Any) -> Any:
+        _check_not_empty(ctx, self, value)
+        return super().type_cast_value(ctx, value)
+
+
+def _refuse_empty_values(cmd: click.Command) -> None:
+    """Give every value-taking parameter of the command tree the empty-value check."""
+    for p in cmd.params:
+        if type(p) is click.Option and not (p.is_flag or p.count):
+            p.__class__ = _NonEmptyOption
+        elif type(p) is click.Argument:
+            p.__class__ = _NonEmptyArgument
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _refuse_empty_values(sub)
 
 
 @cli.command()
@@ -266,9 +312,10 @@ def plan(ctx: click.Context, base: str | None, head: str | None, all_stacks: boo
 
 def apply_options(f: F) -> F:
     f = click.option("--lock-ttl", default="1h", show_default=True, envvar=env("lock-ttl"),
+                     callback=_duration,
                      help="A lock left by a killed run expires after this (renewed while "
                           "alive).")(f)
-    f = click.option("--lock-timeout", default="10m", show_default=True,
+    f = click.option("--lock-timeout", default="10m", show_default=True, callback=_duration,
                      envvar=env("lock-timeout"), help="Wait this long for a held stack lock.")(f)
     f = click.option("--force-conflicts", is_flag=True, envvar=env("force-conflicts"),
                      help="Kubernetes: take over fields owned by another field manager.")(f)
@@ -289,7 +336,7 @@ def apply_options(f: F) -> F:
 @click.pass_context
 def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[str, ...],
           plan_dir: Path | None, allow_branch: bool, allow_destroy: bool, force_conflicts: bool,
-          lock_timeout: str, lock_ttl: str, parallel: int | None, output: str,
+          lock_timeout: float, lock_ttl: float, parallel: int | None, output: str,
           summary_md: Path | None) -> None:
     """Apply the changed stacks from the default branch and record it in the audit trail.
 
@@ -310,8 +357,8 @@ def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[
     opts = workflow.RunOptions("apply", base=base, all_stacks=all_stacks, stacks=_stacks(stacks),
                                plan_dir=plan_dir, parallel=parallel, allow_branch=allow_branch,
                                allow_destroy=allow_destroy, force_conflicts=force_conflicts,
-                               lock_timeout=_duration(lock_timeout),
-                               lock_ttl=_duration(lock_ttl), flags=_flags(ctx))
+                               lock_timeout=lock_timeout,
+                               lock_ttl=lock_ttl, flags=_flags(ctx))
     _execute(state, deploy.apply, output, summary_md, repo, config, opts)
 
 
@@ -323,8 +370,8 @@ def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[
 @run_options
 @click.pass_context
 def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bool,
-          allow_branch: bool, allow_destroy: bool, force_conflicts: bool, lock_timeout: str,
-          lock_ttl: str, parallel: int | None, output: str, summary_md: Path | None) -> None:
+          allow_branch: bool, allow_destroy: bool, force_conflicts: bool, lock_timeout: float,
+          lock_ttl: float, parallel: int | None, output: str, summary_md: Path | None) -> None:
     """Check every stack's live state against git (exit 4 when something drifted).
 
     \b
@@ -341,8 +388,8 @@ def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bo
     opts = workflow.RunOptions("drift", all_stacks=True, stacks=_stacks(stacks), fix=fix,
                                parallel=parallel, allow_branch=allow_branch,
                                allow_destroy=allow_destroy, force_conflicts=force_conflicts,
-                               lock_timeout=_duration(lock_timeout),
-                               lock_ttl=_duration(lock_ttl), flags=_flags(ctx))
+                               lock_timeout=lock_timeout,
+                               lock_ttl=lock_ttl, flags=_flags(ctx))
     _execute(state, deploy.drift, output, summary_md, repo, config, opts)
 
 
@@ -357,8 +404,8 @@ def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bo
 @run_options
 @click.pass_context
 def rollback(ctx: click.Context, to: str, dry_run: bool, stacks: tuple[str, ...],
-             allow_branch: bool, allow_destroy: bool, force_conflicts: bool, lock_timeout: str,
-             lock_ttl: str, parallel: int | None, output: str, summary_md: Path | None) -> None:
+             allow_branch: bool, allow_destroy: bool, force_conflicts: bool, lock_timeout: float,
+             lock_ttl: float, parallel: int | None, output: str, summary_md: Path | None) -> None:
     """Restore the stacks' files to REF in a new commit on the default branch, push it,
     and apply the affected stacks.
 
@@ -376,8 +423,8 @@ def rollback(ctx: click.Context, to: str, dry_run: bool, stacks: tuple[str, ...]
     opts = workflow.RunOptions("rollback", stacks=_stacks(stacks), parallel=parallel,
                                allow_branch=allow_branch, allow_destroy=allow_destroy,
                                force_conflicts=force_conflicts,
-                               lock_timeout=_duration(lock_timeout),
-                               lock_ttl=_duration(lock_ttl), flags=_flags(ctx))
+                               lock_timeout=lock_timeout,
+                               lock_ttl=lock_ttl, flags=_flags(ctx))
     _execute(state, rollback_mod.rollback, output, summary_md, repo, config, opts,
              to=to, dry_run=dry_run)
 
@@ -500,7 +547,8 @@ def locks_list(state: State, output: str) -> None:
 def locks_break(state: State, stack: str, force: bool, output: str) -> None:
     """Delete a stack's lock left by a run that is gone.
 
-    Only an expired lock is broken unless --force is given.
+    Only an expired lock is broken unless --force is given. A name that is neither a
+    stack at HEAD nor a held lock is an error (exit 2), not "not locked".
 
     \b
     Examples:
@@ -512,7 +560,10 @@ def locks_break(state: State, stack: str, force: bool, output: str) -> None:
     from gitops_push.git import Repo
 
     state.output, state.command = output, "locks break"
-    broken = lock.break_stack_lock(Repo(state.repo), stack, force=force)
+    repo = Repo(state.repo)
+    broken = lock.break_stack_lock(repo, stack, force=force)
+    if broken is None:
+        _check_stack_exists(state, stack)
     data = {"stack": stack, "broken": lock.lock_data(broken) if broken else None}
     if output == "json":
         out.print_json(out.Envelope("locks break", data=data))
@@ -520,6 +571,23 @@ def locks_break(state: State, stack: str, force: bool, output: str) -> None:
         out.message(f"stack {stack} is not locked")
     else:
         out.message(f"broke the lock of stack {stack}: {broken.describe()}")
+
+
+def _check_stack_exists(state: State, stack: str) -> None:
+    """``locks break`` of a stack that holds no lock: fine if the stack exists (nothing
+    to do), a usage error if no such stack exists at HEAD (a typo must not look like
+    success). A lock of a stack removed since is still broken above, before this."""
+    from gitops_push.discovery import resolve_stacks
+    from gitops_push.errors import UserError
+
+    repo, config = _open(state)
+    if not repo.has_commits():
+        return
+    names = sorted(s.name for s in resolve_stacks(config, repo, repo.tree(repo.head()),
+                                                  strict=False))
+    if stack not in names:
+        raise UserError(f"locks break: no stack {stack!r} in this repository and no lock "
+                        f"held under that name; known stacks: {', '.join(names) or '(none)'}")
 
 
 @cli.command()
@@ -585,6 +653,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     state = State()
+    _refuse_empty_values(cli)
     try:
         cli.main(args=argv, prog_name="gitops-push", standalone_mode=False, obj=state)
         code = int(state.extra.get("exit_code", 0))

@@ -69,6 +69,7 @@ class StackSpec:
 
     stack: Stack
     path_line: str  # file:line of its ``path`` (for missing/escaping path errors)
+    depends_line: str = ""  # file:line of its ``depends_on`` (unknown stacks, cycles)
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def _parse_root(root: Section) -> Config:
         default_branch=default_branch,
         defaults=defaults,
     )
-    check_graph([s.stack for s in specs], {s.stack.name: s.stack.origin for s in specs})
+    check_graph([s.stack for s in specs],
+                {s.stack.name: s.depends_line or s.stack.origin for s in specs})
     return config
 
 
@@ -266,7 +268,8 @@ def _parse_stacks(root: Section, defaults: Mapping[str, Section]) -> list[StackS
             credentials=_parse_credentials(sec.section("credentials")),
             origin=where,
         )
-        specs.append(StackSpec(stack, sec.where("path")))
+        specs.append(StackSpec(stack, sec.where("path"),
+                               sec.where("depends_on") if sec.has("depends_on") else ""))
     return specs
 
 
@@ -332,7 +335,7 @@ def check_graph(stacks: list[Stack], origins: Mapping[str, str] | None = None) -
                 if state.get(dep) == 1:
                     cycle = [*path[path.index(dep) :], dep]
                     raise ConfigError(
-                        f"dependency cycle: {' -> '.join(cycle)}", path=(origins or {}).get(dep)
+                        f"dependency cycle: {' -> '.join(cycle)}", path=(origins or {}).get(name)
                     )
                 if dep not in state:
                     stack.append((dep, 0))

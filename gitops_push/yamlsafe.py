@@ -52,10 +52,21 @@ def decode(data: bytes, path: str) -> str:
 
 
 def _yaml_error(exc: yaml.YAMLError, path: str, text: str = "") -> ParseError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    # The parser notices a missing ':' or an unclosed quote or bracket only at the next
+    # token, often on the next line or at the end of the file; the line to fix is where
+    # that key, string or flow collection started (issue 12). Block-structure errors
+    # ("while parsing a block mapping") point at the offending token itself.
+    mark = problem_mark or context_mark
+    if context_mark is not None and (context or "").startswith(
+            ("while scanning a", "while parsing a flow")):
+        mark = context_mark
+        if problem_mark is not None and problem_mark.line != context_mark.line:
+            message += f"; noticed on line {problem_mark.line + 1}"
     if mark is not None and text:
         lines = text.splitlines()
         if mark.line < len(lines) and "\t" in lines[mark.line]:

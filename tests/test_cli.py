@@ -153,3 +153,75 @@ def test_every_config_key_is_documented() -> None:
                       (_k8s_settings.SETTINGS_KEYS, "kubernetes.md")):
         text = (ROOT / "docs" / doc).read_text()
         assert [k for k in keys if f"`{k}`" not in text] == [], doc
+
+
+# -- every bad value names its flag (issue 12) ------------------------------------------------
+def value_params() -> list[tuple[list[str], str]]:
+    """(command path, flag or argument) for every parameter that takes a value."""
+    out: list[tuple[list[str], str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not (p.is_flag or p.count):
+                out.append((path, max(p.opts, key=len)))
+            elif isinstance(p, click.Argument):
+                out.append((path, (p.name or "").upper()))
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+
+    walk(cli.cli, [])
+    return out
+
+
+@pytest.mark.parametrize(("command", "flag"), value_params(),
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_an_empty_value_is_refused_naming_the_flag(command: list[str], flag: str,
+                                                   tmp_path: Path) -> None:
+    if not command:  # a global option: give it a command
+        args = [flag, "", "status"]
+    elif flag.startswith("-"):
+        args = [*command, flag, ""]
+    else:
+        args = [*command, ""]
+    prefix = [] if flag == "--repo" else ["-C", str(tmp_path)]
+    code, _, err = invoke(None, *prefix, *args)
+    assert code == ExitCode.USAGE, err
+    assert f"'{flag}'" in err and "must not be empty" in err, err
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["apply", "--lock-timeout", "soon"], "--lock-timeout"),
+    (["drift", "--lock-ttl", "forever"], "--lock-ttl"),
+    (["rollback", "--to", "HEAD", "--lock-timeout", "10 minutes"], "--lock-timeout"),
+    (["plan", "--parallel", "0"], "--parallel"),
+    (["plan", "--parallel", "many"], "--parallel"),
+    (["changed", "--output", "yaml"], "--output"),
+    (["lint", "--stack", " , "], "--stack"),
+    (["init", "--ci", "jenkins"], "--ci"),
+])
+def test_a_bad_flag_value_names_the_flag(repo: GitRepo, args: list[str], flag: str) -> None:
+    code, _, err = invoke(repo, *args)
+    assert code == ExitCode.USAGE and f"'{flag}'" in err, err
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(repo: GitRepo) -> None:
+    code, _, err = invoke(repo, "apply", env={"GITOPS_PUSH_LOCK_TIMEOUT": "soon"})
+    assert code == ExitCode.USAGE
+    assert "'--lock-timeout'" in err and "GITOPS_PUSH_LOCK_TIMEOUT" in err
+
+
+def test_an_empty_environment_variable_is_unset_not_an_error(repo: GitRepo) -> None:
+    base = repo.head()
+    repo.commit("x", {"infra/network/x.tf": "#\n"})
+    code, _, err = invoke(repo, "changed", "--base", base, "--output", "json",
+                          env={"GITOPS_PUSH_STACK": "", "GITOPS_PUSH_HEAD": ""})
+    assert code == 0, err
+
+
+def test_locks_break_of_an_unknown_stack_is_an_error(repo: GitRepo) -> None:
+    code, _, err = invoke(repo, "locks", "break", "nosuch")
+    assert code == ExitCode.USAGE
+    assert "no stack 'nosuch'" in err and "network" in err
+    code, _, err = invoke(repo, "locks", "break", "network")
+    assert code == 0 and "not locked" in err

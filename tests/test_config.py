@@ -78,7 +78,7 @@ def test_without_a_config_file_everything_is_discovered() -> None:
         ("version: 1\nstacks:\n  - name: a\n    path: ../x\n    type: terraform\n",
          4, "escapes the repository"),
         ("version: 1\nstacks:\n  - name: a\n    path: x\n    type: terraform\n"
-         "    depends_on: [ghost]\n", 3, "depends on unknown stack 'ghost'"),
+         "    depends_on: [ghost]\n", 6, "depends on unknown stack 'ghost'"),
         ("version: 1\nversion: 1\n", 2, "duplicate key 'version'"),
         ("version: 1\nstacks:\n\t- name: a\n", 3, "tabs"),
         ("version: 1\naudit:\n  mode: s3\n", 3, "must be one of branch, notes, commit"),
@@ -95,6 +95,35 @@ def test_every_schema_error_names_the_file_and_line(text: str, line: int, fragme
     assert fragment in err.message
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [  # issue 12: the line to fix, not the line where the parser noticed
+        ("version: 1\nstacks\n  - name: a\n", 2, "could not find expected ':'"),
+        ("version: 1\nstacks:\n  - name: a\n    path\n    type: terraform\n", 4,
+         "could not find expected ':'"),
+        ('version: 1\nstacks:\n  - name: "a\n    path: x\n', 3, "end of stream"),
+        ("version: 1\ndefault_branch: 'main\naudit: {}\n", 2, "end of stream"),
+        ("version: 1\nstacks: [a, b\naudit: {}\n", 2, "expected ',' or ']'"),
+        ("version: 1\nstacks:\n  - name: a\n   path: b\n", 4, "expected '-' indicator"),
+        ("version: 1\nstacks: a: b\n", 2, "mapping values are not allowed"),
+        ("version: 1\n- a\n", 2, "did not find expected key"),
+    ],
+)
+def test_yaml_syntax_errors_name_the_line_to_fix(text: str, line: int, fragment: str) -> None:
+    err = parse_error(text)
+    assert err.path == f"gitops-push.yaml:{line}", err
+    assert fragment in err.message
+
+
+def test_a_manifest_syntax_error_names_the_line_to_fix() -> None:
+    from gitops_push import yamlsafe
+    from gitops_push.errors import ParseError
+
+    with pytest.raises(ParseError) as info:
+        yamlsafe.load_all("apiVersion: v1\nkind ConfigMap\nmetadata: {}\n", "k/cm.yaml")
+    assert info.value.path == "k/cm.yaml:2"
+
+
 def test_a_dependency_cycle_is_named() -> None:
     text = (
         "version: 1\nstacks:\n"
@@ -104,6 +133,7 @@ def test_a_dependency_cycle_is_named() -> None:
     )
     err = parse_error(text)
     assert "dependency cycle: a -> b -> c -> a" in err.message
+    assert err.path == "gitops-push.yaml:5"  # the depends_on that closes the cycle
 
 
 def test_a_self_dependency_is_a_cycle() -> None:

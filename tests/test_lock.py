@@ -325,8 +325,8 @@ def test_locks_break_takes_an_expired_lock_without_force(g: GitRepo) -> None:
     code, env = cli(g, "break", "app")
     assert code == 0 and env["data"]["broken"]["expired"] is True
     assert origin_refs(g) == {}
-    code, env = cli(g, "break", "app")
-    assert code == 0 and env["data"]["broken"] is None  # nothing left to break
+    code, env = cli(g, "break", "app")  # nothing left to break, and no stack 'app' here
+    assert code == ExitCode.USAGE and "no stack 'app'" in env["errors"][0]["message"]
 
 
 def test_a_lock_listed_but_unreadable_is_an_error_not_unlocked(g: GitRepo) -> None:
