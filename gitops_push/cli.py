@@ -409,6 +409,10 @@ def rollback(ctx: click.Context, to: str, dry_run: bool, stacks: tuple[str, ...]
     """Restore the stacks' files to REF in a new commit on the default branch, push it,
     and apply the affected stacks.
 
+    The stacks applied are those the rollback commit changes, shared modules included;
+    --dry-run plans each of them (counts, waves, types). A --stack rollback that would
+    also change other stacks is refused, naming them.
+
     \b
     Examples:
       gitops-push rollback --to 3f2c1ab --dry-run

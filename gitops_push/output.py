@@ -360,13 +360,13 @@ def report_table(report: Any) -> None:
     if not report.outcomes:
         return
     table = Table(title=Text(f"gitops-push {report.command} · {report.head[:12]}"))
-    for col in ("stack", "wave", "result", "+", "~", "-", "±", "time", "detail"):
+    for col in ("stack", "type", "wave", "result", "+", "~", "-", "±", "time", "detail"):
         table.add_column(col, overflow="fold",
                          justify="right" if col in "+~-±" or col == "time" else "left")
     for o in report.outcomes:
         c = _counts(o) or {}
         table.add_row(
-            Text(visible(o.name)), Text(str(o.wave)),
+            Text(visible(o.name)), Text(visible(o.type)), Text(str(o.wave)),
             Text(o.result, style="green" if o.ok else "red"),
             *(Text(str(c.get(k, "")) if c else "") for k in ("add", "change", "destroy",
                                                               "replace")),

@@ -1,26 +1,38 @@
 """``gitops-push rollback --to REF``: roll back through git, so main stays the truth.
 
 The stacks' files are restored to REF in a new commit on the default branch, which is
-pushed, and then the affected stacks are applied through the normal apply path (locks,
-audit). The audit record links the rollback to the run it undoes.
+pushed, and then the stacks that commit changes are applied through the normal apply
+path (locks, audit). The audit record names the commit and the run rolled back to.
+
+What a rollback applies is computed, not assumed (issue 12): the restored files are
+written to a scratch tree first, and change detection between HEAD and that tree says
+which stacks change (a shared module restored for one stack changes every stack that
+uses it). ``--dry-run`` plans exactly those stacks in a temporary worktree, so it shows
+real counts, waves and types; the real run applies exactly those stacks. A ``--stack``
+rollback that would change stacks not named is refused, naming them and why.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from gitops_push import audit, changes, deploy
-from gitops_push.changes import Range, stack_inputs
+from gitops_push import audit, changes, deploy, workflow
+from gitops_push.changes import ChangeSet, Range, stack_inputs
 from gitops_push.config import Config
 from gitops_push.discovery import resolve_stacks
 from gitops_push.errors import GitError, UserError
 from gitops_push.git import Repo
 from gitops_push.refs import RefIndex
-from gitops_push.runner import Reporter, StackOutcome
+from gitops_push.runner import Reporter
 from gitops_push.workflow import RunOptions, RunReport
+
+SUBJECT_NAMES = 5  # stacks named in the commit subject; the body lists every one
 
 
 def resolve_target(repo: Repo, records: list[dict[str, Any]], to: str) -> tuple[str, str | None]:
@@ -59,6 +71,50 @@ def paths_to_restore(repo: Repo, config: Config, target: str, head: str,
     return names, sorted(paths)
 
 
+def preview_commit(repo: Repo, head: str, target: str, paths: list[str]) -> str:
+    """A commit (on no branch) of HEAD with ``paths`` restored to ``target``: exactly the
+    tree the rollback commits, built in a scratch index so nothing on disk changes."""
+    with tempfile.TemporaryDirectory(prefix="gitops-push-rollback-") as tmp:
+        env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        repo.run("read-tree", head, env=env)
+        repo.run("restore", f"--source={target}", "--staged", "--", *paths, env=env)
+        tree = repo.run("write-tree", env=env).stdout.strip()
+    return repo.run("commit-tree", tree, "-p", head, "-m", "gitops-push rollback preview",
+                    env=repo.commit_env).stdout.strip()
+
+
+def refuse_dragged(affected: ChangeSet, only: tuple[str, ...], target: str) -> None:
+    """``--stack`` names what the operator means to roll back; a rollback that would also
+    change other stacks (through a shared module, a ``file()`` or ``watch`` input) is
+    refused rather than widened behind their back."""
+    if not only:
+        return
+    dragged = [c for c in affected.stacks if c.stack.name not in only]
+    if not dragged:
+        return
+    why = "; ".join(f"{c.stack.name} ({', '.join(str(r) for r in c.reasons[:3]) or c.note})"
+                    for c in dragged)
+    every = " ".join(f"--stack {c.stack.name}" for c in affected.stacks)
+    raise UserError(
+        f"rollback --stack {' --stack '.join(only)} to {target[:12]} would also change "
+        f"{', '.join(c.stack.name for c in dragged)}: the files it restores are read by "
+        f"them too: {why}. Roll them back together ({every}) or without --stack; nothing "
+        "was committed or applied")
+
+
+def commit_message(affected: ChangeSet, target: str, run_id: str | None) -> str:
+    names = [c.stack.name for c in affected.stacks]
+    shown = ", ".join(names) if len(names) <= SUBJECT_NAMES else f"{len(names)} stacks"
+    lines = [f"Roll back {shown} to {target[:12]}", "",
+             "Restored by gitops-push rollback. Stacks applied (wave: stack, type):"]
+    lines += [f"  {c.wave}: {c.stack.name} ({c.stack.type}"
+              + (", removed)" if c.status == "removed" else ")") for c in affected.stacks]
+    lines += ["", f"Rollback-To: {target}"]
+    if run_id:
+        lines.append(f"Rollback-To-Run: {run_id}")
+    return "\n".join(lines) + "\n"
+
+
 def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: bool,
              environ: Mapping[str, str], reporter: Reporter | None = None,
              cancel: threading.Event | None = None) -> RunReport:
@@ -73,25 +129,33 @@ def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: 
         branch = repo.current_branch()
     names, paths = paths_to_restore(repo, config, target, head, opts.stacks)
     report = RunReport("rollback", "dry-run" if dry_run else "", head, target, "rollback")
-    if not names:
+    affected = None
+    if names:
+        preview = preview_commit(repo, head, target, paths)
+        affected = changes.compute(repo, config, Range(head, preview, "rollback"))
+    if affected is None or not affected.stacks:
         report.notes.append(f"nothing to roll back: the stacks already match {target[:12]}")
         return report
+    refuse_dragged(affected, opts.stacks, target)
+    removed = [c.stack.name for c in affected.stacks if c.status == "removed"]
+    if removed and not opts.allow_destroy:
+        raise UserError(f"rolling back to {target[:12]} removes {', '.join(removed)}, which "
+                        "would be DESTROYED; pass --allow-destroy (nothing was committed)")
+    message = commit_message(affected, target, run_id)
+    listing = ", ".join(f"{c.stack.name} (wave {c.wave}, {c.stack.type})"
+                        for c in affected.stacks)
     if dry_run:
-        diff = repo.diff(head, target)
-        for name in names:
-            files = [c.path for c in diff if any(c.path == p or c.path.startswith(p + "/")
-                                                 for p in paths)]
-            report.outcomes.append(StackOutcome(
-                name=name, type="", path="", wave=0, status="rollback", result="planned",
-                message=f"would restore {len(files)} file(s) to {target[:12]} and apply"))
-        report.notes.append(f"dry run: would commit a rollback of {', '.join(names)} to "
-                            f"{target[:12]} on {branch or 'HEAD'}, push it, and apply")
-        return report
-    message = (f"Roll back {', '.join(names)} to {target[:12]}\n\n"
-               f"Restored by gitops-push rollback.\nRollback-To: {target}\n"
-               + (f"Rollback-Of-Run: {run_id}\n" if run_id else ""))
+        result = _dry_run(repo, config, opts, environ, reporter, cancel, head, preview,
+                          affected)
+        result.command, result.run_id, result.head = "rollback", "dry-run", head
+        result.base, result.base_source = target, "rollback"
+        result.notes.insert(0, f"dry run: would commit \"{message.splitlines()[0]}\" on "
+                               f"{branch or 'HEAD'}, push it, and apply {listing}; the plans "
+                               "below are what that apply would do (nothing was committed "
+                               "or applied)")
+        return result
     repo.run("restore", f"--source={target}", "--staged", "--worktree", "--", *paths)
-    repo.run("commit", "--no-verify", "-m", message)
+    repo.run("commit", "--no-verify", "-m", message, env=repo.commit_env)
     new_head = repo.head()
     if repo.has_remote("origin") and branch:
         res = repo.run("push", "origin", f"HEAD:refs/heads/{branch}", check=False)
@@ -100,8 +164,47 @@ def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: 
             raise GitError(f"could not push the rollback commit to origin/{branch} (did it move? "
                            f"pull and retry); nothing was applied:\n{res.tail}")
     extra = {"rollback_to": target, "rollback_of_run": run_id, "rollback_commit": new_head}
-    result = deploy.apply(repo, config, replace(opts, command="rollback", stacks=()), environ,
-                          reporter, cancel, command="rollback", extra_record=extra)
-    result.notes.insert(0, f"committed {new_head[:12]} restoring {', '.join(names)} to "
-                           f"{target[:12]}")
+    # exactly the stacks the rollback commit changes (compared with the commit before it),
+    # not whatever else differs from its last deployment
+    result = deploy.apply(repo, config, replace(opts, command="rollback", stacks=(), base=head),
+                          environ, reporter, cancel, command="rollback", extra_record=extra)
+    result.notes.insert(0, f"committed {new_head[:12]} restoring {listing} to {target[:12]}")
     return result
+
+
+def _dry_run(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+             reporter: Reporter | None, cancel: threading.Event | None, head: str,
+             preview: str, affected: ChangeSet) -> RunReport:
+    """Plan the rollback commit's changes in a temporary worktree of it. Files git does
+    not track in the stacks' directories (a local backend's state) are copied in, so the
+    plans compare with the real state; the worktree is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="gitops-push-rollback-") as tmp:
+        wt = Path(tmp) / "wt"
+        repo.add_worktree(wt, preview)
+        try:
+            tracked = repo.tree(head).entries
+            for c in affected.stacks:
+                _copy_untracked(repo.root, c.stack.path, wt, tracked)
+            plan_opts = RunOptions("plan", base=head, parallel=opts.parallel,
+                                   flags=opts.flags)
+            return workflow.plan(Repo(wt, environ), config, plan_opts, environ, reporter,
+                                 cancel)
+        finally:
+            repo.remove_worktree(wt)
+
+
+def _copy_untracked(root: Path, path: str, wt: Path, tracked: Mapping[str, Any]) -> None:
+    """Copy the files under ``root/path`` that git does not track at HEAD (state files)
+    into the worktree; never ``.terraform`` or symlinks."""
+    src = root / path
+    if not src.is_dir() or src.is_symlink():
+        return
+    for f in src.rglob("*"):
+        rel = f.relative_to(root)
+        if (not f.is_file() or f.is_symlink() or ".terraform" in rel.parts
+                or rel.as_posix() in tracked):
+            continue
+        target = wt / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
