@@ -643,7 +643,9 @@ def templates_show(name: str) -> None:
 
     \b
     Examples:
-      gitops-push templates show github/apply.yml > .github/workflows/gitops-apply.yml
+      gitops-push templates list
+      gitops-push templates show github/workflows/gitops-push-plan.yml
+      gitops-push templates show gitlab/gitops-push.gitlab-ci.yml > ci/gitops-push.yml
     """
     from gitops_push import init as init_mod
 
