@@ -265,9 +265,9 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
 
 def _unparsed(stacks: list[Stack], refs: RefIndex, by_path: Mapping[str, Stack],
               results: dict[str, list[Reason]]) -> list[str]:
-    """Stacks that read a file the scanner could not parse count as changed: what it
-    references is unknown, and uncertainty widens, never narrows (issue 12). The stack's
-    lint then names the error; the other stacks are planned as usual."""
+    """Stacks that read a file that does not parse (.tf, kustomization) count as changed:
+    what it references is unknown, and uncertainty widens, never narrows (issue 12). The
+    stack's lint then names the error; the other stacks are planned as usual."""
     hits: dict[str, set[str]] = {}
 
     def add(name: str, reason: Reason) -> None:
@@ -282,7 +282,7 @@ def _unparsed(stacks: list[Stack], refs: RefIndex, by_path: Mapping[str, Stack],
     for name, reasons in _input_links(stacks, refs, list(refs.broken)).items():
         for r in reasons:
             add(name, r)
-    return [f"{refs.broken[f]}: its module and file() references cannot be read, so "
+    return [f"{refs.broken[f]}: what it references cannot be read, so "
             f"{', '.join(sorted(names))} count(s) as changed" for f, names in sorted(hits.items())]
 
 

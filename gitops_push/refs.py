@@ -9,6 +9,7 @@ files that can hold a reference (``git grep`` pre-filters), which keeps
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from gitops_push.git import Repo, Tree, resolve_in_tree
 # a module block or a file()-style call: the only constructs that reference other paths
 _TF_CANDIDATE = r"module|file[a-z0-9]*[[:space:]]*\("
 MAX_SYMLINK_HOPS = 40
+_SALVAGE_KUSTOMIZE = re.compile(r"""^[ \t]*(?:-|path:)[ \t]*["']?([^"'\s#]+)""", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,19 @@ class RefIndex:
                 mods.append(m)
         return hcl.References(tuple(mods), ())
 
+    def _salvage_kustomize(self, data: bytes, d: str) -> list[kustomize.KustomizeRef]:
+        """List items and ``path:`` values of a kustomization that does not parse which
+        name a file or directory of this commit, so its bases stay bases."""
+        text = data.decode("utf-8", "replace")
+        out = []
+        for m in _SALVAGE_KUSTOMIZE.finditer(text):
+            value = m.group(1)
+            target = None if kustomize.is_remote(value) else resolve_in_tree(d, value)
+            if target is not None and target != d and (
+                    self.tree.is_dir(target) or self.tree.is_file(target)):
+                out.append(kustomize.KustomizeRef("(unparsed)", value))
+        return out
+
     def preload_terraform(self) -> None:
         """Parse every ``.tf`` file that can hold a reference, in one batch read."""
         self._load_tf(sorted({f.rpartition("/")[0] or "." for f in self.tf_candidates}))
@@ -125,7 +140,11 @@ class RefIndex:
                 self._k_refs[d] = []
             else:
                 data = self._read([kfile])[kfile]
-                self._k_refs[d] = kustomize.references(data, kfile)
+                try:
+                    self._k_refs[d] = kustomize.references(data, kfile)
+                except ParseError as exc:  # as for .tf files: this stack fails, not all
+                    self.broken[kfile] = exc
+                    self._k_refs[d] = self._salvage_kustomize(data, d)
         return self._k_refs[d]
 
     # -- path resolution --------------------------------------------------------------

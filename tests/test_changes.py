@@ -225,6 +225,22 @@ def test_an_unparseable_module_counts_every_stack_using_it_as_changed(
     assert 'module "m" in a/main.tf' in str(a.reasons[0])
 
 
+def test_an_unparseable_kustomization_counts_its_stack_as_changed(
+        make_repo: Callable[..., GitRepo]) -> None:
+    r = make_repo({
+        "k8s/base/kustomization.yaml": "resources:\n  - cm.yaml\n",
+        "k8s/base/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+        "k8s/a/kustomization.yaml": "resources:\n  - ../base\n",
+        "k8s/b/kustomization.yaml": "resources:\n  - ../base\nnamePrefix: b-\n",
+    })
+    r.commit("typo", {"k8s/b/kustomization.yaml": 'resources:\n  - ../base\nnamePrefix: "b-\n'})
+    base = r.head()
+    r.commit("a", {"k8s/a/x.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n"})
+    cs = detect(r, base)
+    assert summary(cs) == {"k8s-a": "changed", "k8s-b": "changed"}  # base stays a base
+    assert any("k8s/b/kustomization.yaml:3" in w for w in cs.range.warnings)
+
+
 def test_a_module_source_escaping_the_repo_is_refused(make_repo: Callable[..., GitRepo]) -> None:
     r = make_repo({"a/main.tf": 'module "m" {\n  source = "../../../etc"\n}\n'})
     base = r.head()
