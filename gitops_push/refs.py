@@ -219,11 +219,14 @@ class RefIndex:
                 if target not in seen:
                     seen.add(target)
                     if not self.tree.is_dir(target):
-                        raise ParseError(
+                        # a typo in one module source fails the stacks that read it
+                        # (terraform init names it too), not every stack (issue 12)
+                        self.broken.setdefault(m.file, ParseError(
                             f"module {m.name!r}: source {m.source!r} is not a directory "
                             f"at commit {self.tree.sha[:12]}",
                             path=where,
-                        )
+                        ))
+                        continue
                     inputs.append(Input(target, True, link))
                     queue.append((target, link))
         return inputs

@@ -241,6 +241,16 @@ def test_an_unparseable_kustomization_counts_its_stack_as_changed(
     assert any("k8s/b/kustomization.yaml:3" in w for w in cs.range.warnings)
 
 
+def test_a_missing_module_directory_counts_its_stack_as_changed(repo: GitRepo) -> None:
+    repo.commit("typo", {"infra/app/main.tf": 'module "s" {\n  source = "../../modules/svx"\n}\n'})
+    base = repo.head()
+    repo.commit("net", {"infra/network/x.tf": "#\n"})
+    cs = detect(repo, base)
+    assert summary(cs) == {"network": "changed", "app": "changed"}
+    assert any("infra/app/main.tf:2" in w and "is not a directory" in w
+               for w in cs.range.warnings)
+
+
 def test_a_module_source_escaping_the_repo_is_refused(make_repo: Callable[..., GitRepo]) -> None:
     r = make_repo({"a/main.tf": 'module "m" {\n  source = "../../../etc"\n}\n'})
     base = r.head()
