@@ -102,6 +102,22 @@ def refuse_dragged(affected: ChangeSet, only: tuple[str, ...], target: str) -> N
         "was committed or applied")
 
 
+def refuse_unlisting(repo: Repo, config: Config, preview: str, target: str) -> None:
+    """A rollback restores stack files, never the config: rolling back past the commit
+    that added an explicitly listed stack would leave the config naming a directory that
+    is gone. Say so, instead of committing something no later run can read."""
+    tree = repo.tree(preview)
+    gone = [spec for spec in config.stacks if not tree.is_dir(spec.stack.path)]
+    if gone:
+        raise UserError(
+            f"rolling back to {target[:12]} would delete the directory of "
+            + ", ".join(f"stack {s.stack.name!r} ({s.stack.path}, listed at {s.path_line})"
+                        for s in gone)
+            + ", which did not exist then; a rollback never edits the config: remove the "
+            "stack from it in a reviewed change (applied with --allow-destroy), or leave it "
+            "out with --stack; nothing was committed or applied")
+
+
 def commit_message(affected: ChangeSet, target: str, run_id: str | None) -> str:
     names = [c.stack.name for c in affected.stacks]
     shown = ", ".join(names) if len(names) <= SUBJECT_NAMES else f"{len(names)} stacks"
@@ -132,6 +148,7 @@ def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: 
     affected = None
     if names:
         preview = preview_commit(repo, head, target, paths)
+        refuse_unlisting(repo, config, preview, target)
         affected = changes.compute(repo, config, Range(head, preview, "rollback"))
     if affected is None or not affected.stacks:
         report.notes.append(f"nothing to roll back: the stacks already match {target[:12]}")

@@ -112,3 +112,43 @@ def test_a_rollback_to_a_run_id_records_that_run(shared_repo: GitRepo) -> None:
     assert last["rollback_of_run"] == run_id
     assert last["rollback_to"] == audit_records(r)[1]["head"]
     assert f"Rollback-To-Run: {run_id}" in r.git("log", "-1", "--format=%B")
+
+
+def test_a_rollback_past_a_listed_stack_s_creation_is_refused_naming_it(
+        shared_repo: GitRepo) -> None:
+    r = shared_repo
+    assert gp(r, "apply")[0] == 0
+    good = r.head()
+    config = (r.path / "gitops-push.yaml").read_text()
+    r.commit("new stack", {"gitops-push.yaml": config + "  - {name: extra, path: infra/extra, "
+                                                        "type: terraform}\n",
+                           "infra/extra/main.tf": module_tf("e1")}, push=True)
+    assert gp(r, "apply")[0] == 0
+    head = r.head()
+    for dry in (["--dry-run"], []):
+        code, env = gp(r, "rollback", "--to", good, *dry)
+        assert code == ExitCode.USAGE
+        message = env["errors"][0]["message"]
+        assert "stack 'extra' (infra/extra, listed at gitops-push.yaml:" in message
+        assert r.head() == head  # nothing committed
+
+
+def test_a_rollback_that_removes_a_discovered_stack_needs_allow_destroy(
+        make_repo: Callable[..., GitRepo]) -> None:
+    r = make_repo({".gitignore": "*.tfstate\n*.tfstate.*\n.terraform*\n",
+                   "infra/a/main.tf": module_tf("a1")})
+    assert gp(r, "apply")[0] == 0
+    good = r.head()
+    r.commit("new stack", {"infra/b/main.tf": module_tf("b1")}, push=True)
+    assert gp(r, "apply")[0] == 0
+    head = r.head()
+    code, env = gp(r, "rollback", "--to", good)
+    assert code == ExitCode.USAGE and "removes infra-b" in env["errors"][0]["message"]
+    assert r.head() == head  # refused before committing, not after pushing
+
+    code, dry = gp(r, "rollback", "--to", good, "--dry-run", "--allow-destroy")
+    assert code == 0, dry
+    (row,) = dry["data"]["stacks"]
+    assert (row["name"], row["status"], row["counts"]["destroy"]) == ("infra-b", "removed", 1)
+    code, real = gp(r, "rollback", "--to", good, "--allow-destroy")
+    assert code == 0 and results(real) == {"infra-b": "destroyed"}
