@@ -670,6 +670,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.USAGE
+        _usage_envelope(exc, sys.argv[1:] if argv is None else argv)
     except GitopsPushError as exc:
         code = _report(state, exc)
     except KeyboardInterrupt:
@@ -688,6 +689,26 @@ def run(argv: list[str] | None = None) -> int:
         code = ExitCode.INTERNAL
     assert code in DOCUMENTED_EXIT_CODES, code
     return code
+
+
+def _usage_envelope(exc: click.ClickException, argv: list[str]) -> None:
+    """docs/cli.md: with --output json, one JSON document also on failure, a bad flag
+    included (click stops before the command knows its output format)."""
+    from gitops_push import output as out
+
+    wants_json = os.environ.get(env("output")) == "json"
+    for i, arg in enumerate(argv):
+        if arg in ("--output", "-o") and i + 1 < len(argv):
+            wants_json = argv[i + 1] == "json"
+        elif arg.startswith(("--output=", "-o")) and arg not in ("--output", "-o"):
+            wants_json = arg.split("=", 1)[-1].removeprefix("-o") == "json"
+    ctx = getattr(exc, "ctx", None)
+    if not wants_json or ctx is None:
+        return
+    command = " ".join(ctx.command_path.split()[1:]) or "gitops-push"
+    out.print_json(out.Envelope(command, exit_code=int(ExitCode.USAGE), status="error",
+                                errors=[{"code": "usage", "message": exc.format_message(),
+                                         "path": None}]))
 
 
 def _report(state: State, exc: GitopsPushError) -> int:

@@ -224,3 +224,15 @@ def test_locks_break_of_an_unknown_stack_is_an_error(repo: GitRepo) -> None:
     assert "no stack 'nosuch'" in err and "network" in err
     code, _, err = invoke(repo, "locks", "break", "network")
     assert code == 0 and "not locked" in err
+
+
+@pytest.mark.parametrize("args", [["changed", "--output", "json", "--base", ""],
+                                  ["plan", "-o", "json", "--parallel", "0"],
+                                  ["apply", "--output=json", "--lock-timeout", "soon"]])
+def test_a_bad_flag_with_json_output_still_prints_one_envelope(repo: GitRepo,
+                                                              args: list[str]) -> None:
+    code, out, _ = invoke(repo, *args)
+    doc = json.loads(out)
+    assert code == doc["exit_code"] == ExitCode.USAGE and doc["status"] == "error"
+    assert doc["command"] == args[0] and doc["errors"][0]["code"] == "usage"
+    assert "Invalid value for '--" in doc["errors"][0]["message"]
