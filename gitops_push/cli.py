@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from gitops_push import __version__
+from gitops_push.cli_params import duration, refuse_empty_values, usage_envelope
 from gitops_push.errors import DOCUMENTED_EXIT_CODES, ExitCode, GitopsPushError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -193,63 +194,8 @@ def _flags(ctx: click.Context) -> dict[str, Any]:
             for k, v in ctx.params.items() if v not in (None, False, ())}
 
 
-def _bad_value(ctx: click.Context, param: click.Parameter, message: str) -> click.BadParameter:
-    """A bad value, naming the flag (click does) and the variable it came from, if any."""
-    from click.core import ParameterSource
-
-    envvar = getattr(param, "envvar", None)
-    if (param.name and isinstance(envvar, str)
-            and ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT):
-        message += f" (from the environment variable {envvar})"
-    return click.BadParameter(message, ctx=ctx, param=param)
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    from gitops_push.schema import parse_duration
-
-    seconds = parse_duration(value)
-    if seconds is None:
-        raise _bad_value(ctx, param, f"{value!r} is not a duration like 90s, 10m or 1h")
-    return seconds
-
-
 def _stacks(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for v in values for n in v.replace(",", " ").split())
-
-
-def _check_not_empty(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    """Every option and argument that takes a value refuses an empty one (``--stack ''``,
-    ``--plan-dir ''``), naming the flag: an empty value is a mistake (an unset CI variable
-    interpolated), never a request for the default. Checked before the value is
-    converted, since click turns an empty path into ``.``. Empty environment variables
-    never reach this: click treats them as unset."""
-    for v in value if isinstance(value, (tuple, list)) else (value,):
-        if isinstance(v, str) and not v.replace(",", " ").strip():
-            raise _bad_value(ctx, param, f"{v!r}: the value must not be empty")
-
-
-class _NonEmptyOption(click.Option):
-    def type_cast_value(self, ctx: click.Context, value: Any) -> Any:
-        _check_not_empty(ctx, self, value)
-        return super().type_cast_value(ctx, value)
-
-
-class _NonEmptyArgument(click.Argument):
-    def type_cast_value(self, ctx: click.Context, value: Any) -> Any:
-        _check_not_empty(ctx, self, value)
-        return super().type_cast_value(ctx, value)
-
-
-def _refuse_empty_values(cmd: click.Command) -> None:
-    """Give every value-taking parameter of the command tree the empty-value check."""
-    for p in cmd.params:
-        if type(p) is click.Option and not (p.is_flag or p.count):
-            p.__class__ = _NonEmptyOption
-        elif type(p) is click.Argument:
-            p.__class__ = _NonEmptyArgument
-    if isinstance(cmd, click.Group):
-        for sub in cmd.commands.values():
-            _refuse_empty_values(sub)
 
 
 @cli.command()
@@ -312,10 +258,10 @@ def plan(ctx: click.Context, base: str | None, head: str | None, all_stacks: boo
 
 def apply_options(f: F) -> F:
     f = click.option("--lock-ttl", default="1h", show_default=True, envvar=env("lock-ttl"),
-                     callback=_duration,
+                     callback=duration,
                      help="A lock left by a killed run expires after this (renewed while "
                           "alive).")(f)
-    f = click.option("--lock-timeout", default="10m", show_default=True, callback=_duration,
+    f = click.option("--lock-timeout", default="10m", show_default=True, callback=duration,
                      envvar=env("lock-timeout"), help="Wait this long for a held stack lock.")(f)
     f = click.option("--force-conflicts", is_flag=True, envvar=env("force-conflicts"),
                      help="Kubernetes: take over fields owned by another field manager.")(f)
@@ -659,7 +605,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     state = State()
-    _refuse_empty_values(cli)
+    refuse_empty_values(cli)
     try:
         cli.main(args=argv, prog_name="gitops-push", standalone_mode=False, obj=state)
         code = int(state.extra.get("exit_code", 0))
@@ -670,7 +616,8 @@ def run(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.USAGE
-        _usage_envelope(exc, sys.argv[1:] if argv is None else argv)
+        usage_envelope(exc, sys.argv[1:] if argv is None else argv,
+                       os.environ.get(env("output")) == "json")
     except GitopsPushError as exc:
         code = _report(state, exc)
     except KeyboardInterrupt:
@@ -689,26 +636,6 @@ def run(argv: list[str] | None = None) -> int:
         code = ExitCode.INTERNAL
     assert code in DOCUMENTED_EXIT_CODES, code
     return code
-
-
-def _usage_envelope(exc: click.ClickException, argv: list[str]) -> None:
-    """docs/cli.md: with --output json, one JSON document also on failure, a bad flag
-    included (click stops before the command knows its output format)."""
-    from gitops_push import output as out
-
-    wants_json = os.environ.get(env("output")) == "json"
-    for i, arg in enumerate(argv):
-        if arg in ("--output", "-o") and i + 1 < len(argv):
-            wants_json = argv[i + 1] == "json"
-        elif arg.startswith(("--output=", "-o")) and arg not in ("--output", "-o"):
-            wants_json = arg.split("=", 1)[-1].removeprefix("-o") == "json"
-    ctx = getattr(exc, "ctx", None)
-    if not wants_json or ctx is None:
-        return
-    command = " ".join(ctx.command_path.split()[1:]) or "gitops-push"
-    out.print_json(out.Envelope(command, exit_code=int(ExitCode.USAGE), status="error",
-                                errors=[{"code": "usage", "message": exc.format_message(),
-                                         "path": None}]))
 
 
 def _report(state: State, exc: GitopsPushError) -> int:
