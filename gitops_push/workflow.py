@@ -149,7 +149,8 @@ def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | No
         on_line=lambda line: session.reporter.stack_line(name, line),
         cancel=session.cancel,
         force_conflicts=session.options.force_conflicts,
-        extra={"plugin_cache_dir": cache, "run_id": session.run_id},
+        extra={"plugin_cache_dir": cache, "run_id": session.run_id,
+               "project": session.config.project},
     )
 
 

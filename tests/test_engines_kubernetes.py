@@ -28,6 +28,8 @@ from gitops_push.errors import ConfigError, GitopsPushError, ToolError, UserErro
 from gitops_push.schema import Section
 
 LABEL = "gitops-push.io/stack"
+PROJECT = "gitops-push.io/project"
+INVENTORY = "gitops-push-inventory.team-a.web"  # the Deployer's project and stack
 PAUSE = "registry.k8s.io/pause:3.10"
 
 
@@ -77,6 +79,7 @@ class Deployer:
     settings_text: str = ""
     lines: list[str] = field(default_factory=list)
     force_conflicts: bool = False
+    project: str = "team-a"
     on_line_hook: Callable[[str], None] | None = None
     engine: k8s.KubernetesEngine = field(default_factory=k8s.KubernetesEngine)
 
@@ -104,7 +107,8 @@ class Deployer:
         work.mkdir(parents=True, exist_ok=True)
         return EngineContext(repo_root=self.root / "repo", stack_dir=self.root / "repo" / self.path,
                              env=self.env, phase=phase, work_dir=work, on_line=on_line,
-                             force_conflicts=self.force_conflicts)
+                             force_conflicts=self.force_conflicts,
+                             extra={"project": self.project})
 
     def lint(self) -> LintResult:
         return self.engine.lint(self.stack, self.ctx("plan"))
@@ -163,7 +167,7 @@ def test_first_apply_creates_labelled_objects_and_an_inventory(deployer: Deploye
     for kind, name in (("configmap", "cfg"), ("deployment", "web")):
         live = kube.get(kind, name)
         assert live is not None and live["metadata"]["labels"][LABEL] == "web"
-    inventory = kube.get("configmap", "gitops-push-inventory-web")
+    inventory = kube.get("configmap", INVENTORY)
     assert inventory is not None
     refs = json.loads(inventory["data"]["objects"])
     assert {(r["kind"], r["name"]) for r in refs} == {("ConfigMap", "cfg"), ("Deployment", "web")}
@@ -211,7 +215,7 @@ def test_an_object_removed_from_git_is_pruned_and_unrelated_objects_are_untouche
     assert kube.get("configmap", "keep") is not None
     assert kube.get("configmap", "unrelated") is not None
     assert kube.get("configmap", "labelled-by-hand") is not None
-    inventory = json.loads(kube.get("configmap", "gitops-push-inventory-web")["data"]["objects"])
+    inventory = json.loads(kube.get("configmap", INVENTORY)["data"]["objects"])
     assert [r["name"] for r in inventory] == ["keep"]
 
 
@@ -353,22 +357,51 @@ def test_manual_edit_delete_and_extra_labelled_object_are_drift_and_apply_restor
     assert not deployer.drift().drifted
     kube.kubectl("patch", "configmap", "edited", "--type=merge", "-p",
                  '{"data": {"a": "by-hand"}}', check=True)
+    kube.kubectl("label", "configmap", "edited", "team=by-hand", check=True)
     kube.kubectl("delete", "configmap", "deleted", check=True)
     extra = configmap("extra")
-    extra["metadata"]["labels"] = {LABEL: "web"}
+    extra["metadata"]["labels"] = {LABEL: "web", PROJECT: "team-a"}
     kube.apply(extra)
+    other = configmap("other-projects")  # the same stack name in another repository
+    other["metadata"]["labels"] = {LABEL: "web", PROJECT: "team-b"}
+    kube.apply(other)
     ns = kube.namespace
     drift = deployer.drift()
     items = {(i.address, i.kind): i.fields for i in drift.items}
     assert items == {(f"ConfigMap/{ns}/edited", "changed"): ("data.a",),
                      (f"ConfigMap/{ns}/deleted", "deleted"): (),
                      (f"ConfigMap/{ns}/extra", "extra"): ()}
-    deployer.force_conflicts = True  # the hand edit took ownership of data.a
-    deployer.apply()
-    assert kube.get("configmap", "edited")["data"] == {"a": "1"}
+    # git wins for the fields it declares: no --force-conflicts needed, and the plan says
+    # what is taken back from whom (the hand edit made kubectl-patch a field manager)
+    plan, _ = deployer.apply()
+    assert f"ConfigMap/{ns}/edited: takes .data.a back from kubectl-patch" in plan.notes
+    edited = kube.get("configmap", "edited")
+    assert edited["data"] == {"a": "1"}
+    assert edited["metadata"]["labels"]["team"] == "by-hand"  # not declared: left alone
     assert kube.get("configmap", "deleted") is not None
     assert [(i.address, i.kind) for i in deployer.drift().items] == [
         (f"ConfigMap/{ns}/extra", "extra")]
+    assert not deployer.plan().notes
+
+
+def test_conflicts_fail_stops_at_a_field_another_manager_owns(deployer: Deployer, kube: Any
+                                                              ) -> None:
+    deployer.settings_text += "wait: false\nconflicts: fail\n"
+    deployer.write({"a.yaml": docs(configmap("cfg", {"a": "1"}))})
+    deployer.apply()
+    kube.kubectl("patch", "configmap", "cfg", "--type=merge", "-p", '{"data": {"a": "2"}}',
+                 check=True)
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    assert info.value.message.startswith(f"stack 'web': ConfigMap/{kube.namespace}/cfg: "
+                                         "conflict with another field manager: ")
+    assert '.data.a (owned by field manager "kubectl-patch")' in info.value.message
+    assert "conflicts: fail" in info.value.message
+    assert kube.get("configmap", "cfg")["data"] == {"a": "2"}
+    deployer.force_conflicts = True  # the strict stack still takes over when told to
+    plan, _ = deployer.apply()
+    assert f"ConfigMap/{kube.namespace}/cfg: takes .data.a back from kubectl-patch" in plan.notes
+    assert kube.get("configmap", "cfg")["data"] == {"a": "1"}
 
 
 def test_ignore_differences_leaves_replicas_to_the_autoscaler(deployer: Deployer, kube: Any
@@ -440,10 +473,21 @@ def test_a_rollout_that_never_finishes_times_out(deployer: Deployer, kube: Any) 
 
 # -- conflicts and errors ---------------------------------------------------------------
 
-def test_a_field_owned_by_another_manager_is_a_clear_conflict_unless_forced(
+def test_a_field_owned_by_another_manager_is_taken_over_and_named(
         deployer: Deployer, kube: Any) -> None:
-    kube.apply(configmap("cfg", {"a": "theirs"}), field_manager="someone-else")
+    kube.apply(configmap("cfg", {"a": "theirs", "b": "theirs"}), field_manager="someone-else")
     deployer.write({"cfg.yaml": docs(configmap("cfg", {"a": "ours"}))})
+    plan = deployer.plan()
+    assert plan.notes == (f"ConfigMap/{kube.namespace}/cfg: takes .data.a back from "
+                          "someone-else",)
+    deployer.apply()
+    live = kube.get("configmap", "cfg")
+    assert live["data"] == {"a": "ours", "b": "theirs"}  # b is not git's: left alone
+    owners = {m["manager"] for m in live["metadata"]["managedFields"]
+              if '"f:a"' in json.dumps(m.get("fieldsV1", {}))}
+    assert owners == {"gitops-push"}
+    deployer.settings_text += "conflicts: fail\n"
+    kube.apply(configmap("cfg", {"a": "theirs"}), field_manager="someone-else", force=True)
     with pytest.raises(ToolError) as info:
         deployer.plan()
     message = info.value.message
@@ -451,13 +495,6 @@ def test_a_field_owned_by_another_manager_is_a_clear_conflict_unless_forced(
                               "another field manager: ")
     assert '.data.a (owned by field manager "someone-else")' in message
     assert "--force-conflicts" in message
-    deployer.force_conflicts = True
-    deployer.apply()
-    live = kube.get("configmap", "cfg")
-    assert live["data"] == {"a": "ours"}
-    owners = {m["manager"] for m in live["metadata"]["managedFields"]
-              if "f:a" in json.dumps(m.get("fieldsV1", {}))}
-    assert owners == {"gitops-push"}
 
 
 def edited_kubeconfig(kube: Any, tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
@@ -808,7 +845,7 @@ def test_a_destroy_plan_deletes_everything_the_stack_applied(deployer: Deployer,
     deployer.engine.apply(deployer.stack, ctx, deployer.engine.load_plan(
         deployer.stack, ctx, ctx.work_dir))
     assert kube.get("configmap", "a") is None and kube.get("configmap", "b") is None
-    assert kube.get("configmap", "gitops-push-inventory-web") is None
+    assert kube.get("configmap", INVENTORY) is None
     assert kube.get("configmap", "unrelated") is not None
 
 
@@ -908,7 +945,11 @@ def test_rollout_status_rules() -> None:
 
 
 def test_inventory_names_are_valid_and_unique() -> None:
-    assert k8s.inventory_name("web") == "gitops-push-inventory-web"
-    a, b = k8s.inventory_name("a_b"), k8s.inventory_name("a-b")
-    assert a != b and a.startswith("gitops-push-inventory-a-b-")
+    assert k8s.inventory_name("team-a", "web") == INVENTORY
+    a, b = k8s.inventory_name("p", "a_b"), k8s.inventory_name("p", "a-b")
+    assert a != b and a.startswith("gitops-push-inventory.p.a-b-")
+    # project and stack cannot run into each other, nor into a name from before projects
+    assert k8s.inventory_name("a-b", "c") != k8s.inventory_name("a", "b-c")
+    assert k8s.legacy_inventory_name("web") == "gitops-push-inventory-web"
+    assert k8s.legacy_inventory_name("p.web") != k8s.inventory_name("p", "web")
 

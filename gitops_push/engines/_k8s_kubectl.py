@@ -24,6 +24,7 @@ import yaml
 from gitops_push import proc
 from gitops_push.engines._k8s_objects import (
     INVENTORY_LABEL,
+    PROJECT_LABEL,
     ObjRef,
     dump_yaml,
     masked_pair,
@@ -213,9 +214,10 @@ def explain(text: str) -> str:
     pairs = conflicts(text)
     if "Apply failed with" in joined and pairs:
         owned = "; ".join(f'{field} (owned by field manager "{mgr}")' for mgr, field in pairs)
-        return (f"conflict with another field manager: {owned}. Run with --force-conflicts to "
-                "take these fields over, or list them in ignore_differences if that manager "
-                "should keep them")
+        return (f"conflict with another field manager: {owned}. The stack's setting "
+                "conflicts: fail stops here; run with --force-conflicts (or set conflicts: "
+                "force) to take these fields back, or list them in ignore_differences if that "
+                "manager should keep them")
     for pattern, grab, template in _CAUSES:
         if re.search(pattern, joined):
             detail = _grab(joined, grab) if grab else ""
@@ -259,6 +261,16 @@ class Inventory:
 
     refs: frozenset[ObjRef]
     resource_version: str | None  # None: the stack has no inventory yet
+    project: str | None = None  # None: written before projects existed
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A live object found by the stack label."""
+
+    child: bool  # a controller's child (owner reference)
+    project: str | None  # its project label (None: labelled before projects existed)
 
 
 class Kubectl:
@@ -288,11 +300,13 @@ class Kubectl:
 
     def run(self, *args: str, input: bytes | None = None, stream: bool = False,
             env: Mapping[str, str] | None = None, what: ObjRef | str | None = None,
-            ok: Iterable[int] = (0,)) -> proc.Result:
+            ok: Iterable[int] = (0,), raw: bool = False) -> proc.Result:
+        """``raw`` keeps stdout unredacted in ``stdout_bytes``, for reading object identities
+        (a name is never a secret; masking part of one would name another object)."""
         result = proc.run(
             self.command(*args), env=env or self.ctx.env,
             input=input, check=False, timeout=CALL_TIMEOUT, cancel=self.ctx.cancel,
-            on_line=self.ctx.on_line if stream else None, secrets=self.secrets)
+            on_line=self.ctx.on_line if stream else None, secrets=self.secrets, keep_bytes=raw)
         if result.returncode not in tuple(ok):
             raise self.failure(result, what)
         return result
@@ -340,7 +354,9 @@ class Kubectl:
         """
         if not bodies:
             return {}
-        args = ["diff", f"--field-manager={self.field_manager}", "-f", "-"]
+        # managed fields (dropped again before comparing) say which fields apply takes over
+        args = ["diff", f"--field-manager={self.field_manager}", "--show-managed-fields",
+                "-f", "-"]
         if self.server_side:
             args.insert(1, "--server-side")
             if force:
@@ -377,17 +393,17 @@ class Kubectl:
 
     # -- reading and deleting live objects -----------------------------------------
     def labelled(self, resources: Iterable[ApiResource], namespaces: Iterable[str],
-                 label: str, value: str) -> dict[ObjRef, bool]:
-        """Live objects of these types carrying ``label=value``, in these namespaces.
-
-        The value says whether an owner reference makes it a controller's child (a
-        controller copying labels must not make its children look like strays).
-        """
+                 label: str, value: str) -> dict[ObjRef, Labelled]:
+        """Live objects of these types carrying ``label=value``, in these namespaces, with
+        their project label and whether an owner reference makes them a controller's child
+        (a controller copying labels must not make its children look like strays)."""
+        project = PROJECT_LABEL.replace(".", "\\.")
         template = ('{range .items[*]}{.apiVersion}{"\\t"}{.kind}{"\\t"}'
                     '{.metadata.namespace}{"\\t"}{.metadata.name}{"\\t"}'
-                    '{.metadata.ownerReferences[0].kind}{"\\n"}{end}')
+                    '{.metadata.ownerReferences[0].kind}{"\\t"}'
+                    f'{{.metadata.labels.{project}}}{{"\\n"}}{{end}}')
         resources = sorted(set(resources), key=lambda r: r.arg)
-        found: dict[ObjRef, bool] = {}
+        found: dict[ObjRef, Labelled] = {}
         calls: list[tuple[list[ApiResource], str | None]] = [
             ([r for r in resources if not r.namespaced], None)]
         calls += [([r for r in resources if r.namespaced], ns) for ns in sorted(set(namespaces))]
@@ -398,12 +414,13 @@ class Kubectl:
                     "-o", f"jsonpath={template}"]
             if ns:
                 args += ["-n", ns]
-            result = self.run(f"--request-timeout={REQUEST_TIMEOUT}", *args)
-            for line in result.stdout.splitlines():
+            result = self.run(f"--request-timeout={REQUEST_TIMEOUT}", *args, raw=True)
+            for line in result.stdout_bytes.decode("utf-8", "replace").splitlines():
                 parts = line.split("\t")
-                if len(parts) == 5 and parts[1]:
+                if len(parts) == 6 and parts[1]:
                     group = parts[0].rpartition("/")[0]
-                    found[ObjRef(group, parts[1], parts[2], parts[3])] = bool(parts[4])
+                    found[ObjRef(group, parts[1], parts[2], parts[3])] = Labelled(
+                        bool(parts[4]), parts[5] or None)
         return found
 
     def delete(self, ref: ObjRef, resource: ApiResource) -> None:
@@ -416,24 +433,28 @@ class Kubectl:
     def read_inventory(self, name: str, namespace: str) -> Inventory:
         result = self.run(f"--request-timeout={REQUEST_TIMEOUT}", "get", "configmap", name,
                           "-n", namespace, "--ignore-not-found", "-o", "json",
-                          what=f"inventory ConfigMap {namespace}/{name}")
-        if not result.stdout.strip():
-            return Inventory(frozenset(), None)
+                          what=f"inventory ConfigMap {namespace}/{name}", raw=True)
+        text = result.stdout_bytes.decode("utf-8", "replace")
+        if not text.strip():
+            return Inventory(frozenset(), None, name=name)
         try:
-            data = json.loads(result.stdout)
+            data = json.loads(text)
             entries = json.loads(data.get("data", {}).get("objects", "[]"))
             refs = frozenset(ObjRef.from_json(e) for e in entries)
+            project = (data.get("metadata", {}).get("labels") or {}).get(PROJECT_LABEL)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ToolError(f"stack {self.stack!r}: inventory ConfigMap {namespace}/{name} is "
                             f"not readable ({exc}); fix or delete it") from exc
-        return Inventory(refs, str(data.get("metadata", {}).get("resourceVersion", "")))
+        return Inventory(refs, str(data.get("metadata", {}).get("resourceVersion", "")),
+                         str(project) if project else None, name)
 
-    def write_inventory(self, name: str, namespace: str, refs: Iterable[ObjRef]) -> None:
+    def write_inventory(self, name: str, namespace: str, refs: Iterable[ObjRef],
+                        project: str) -> None:
         entries = [r.to_json() for r in sorted(set(refs))]
         body = {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace,
-                         "labels": {INVENTORY_LABEL: self.stack}},
+                         "labels": {INVENTORY_LABEL: self.stack, PROJECT_LABEL: project}},
             "data": {"objects": json.dumps(entries, indent=1, sort_keys=True)},
         }
         args = ["apply", "--server-side", f"--field-manager={self.field_manager}",
