@@ -230,6 +230,83 @@ def test_an_object_that_lost_the_stack_label_is_not_pruned(deployer: Deployer, k
     assert kube.get("configmap", "adopted") is not None
 
 
+# -- projects: one cluster, many repositories ----------------------------------------
+
+def test_two_projects_with_a_stack_of_the_same_name_keep_their_objects(
+        tmp_path: Path, kube: Any) -> None:
+    """Found on a real API server: stack 'app' of a second repository pruned the first's."""
+    env = {**base_env(), **kube.env}
+    settings = f"context: {kube.context}\nnamespace: {kube.namespace}\nwait: false\n"
+    a = Deployer(tmp_path / "a", env, name="app", project="team-a", settings_text=settings)
+    b = Deployer(tmp_path / "b", env, name="app", project="team-b", settings_text=settings)
+    a.write({"cm.yaml": docs(configmap("team-a-settings"))})
+    b.write({"cm.yaml": docs(configmap("team-b-settings"))})
+    ns = kube.namespace
+    for d in (a, b, a, b):
+        plan, _ = d.apply()
+    for d, own in ((a, "team-a-settings"), (b, "team-b-settings")):
+        plan = d.plan()
+        assert actions(plan) == {f"ConfigMap/{ns}/{own}": "no-op"}
+        assert not d.drift().drifted
+    live = kube.get("configmap", "team-a-settings")
+    assert live["metadata"]["labels"][PROJECT] == "team-a"
+    assert kube.get("configmap", "team-b-settings")["metadata"]["labels"][PROJECT] == "team-b"
+    assert kube.get("configmap", "gitops-push-inventory.team-b.app") is not None
+    # b's stack loses its object: only b's is pruned
+    b.write({"cm.yaml": docs(configmap("team-b-other"))})
+    plan, _ = b.apply()
+    assert actions(plan)[f"ConfigMap/{ns}/team-b-settings"] == "prune"
+    assert kube.get("configmap", "team-a-settings") is not None
+    assert kube.get("configmap", "team-b-settings") is None
+
+
+def test_an_object_another_project_owns_stops_the_stack_naming_both_owners(
+        tmp_path: Path, kube: Any) -> None:
+    env = {**base_env(), **kube.env}
+    settings = f"context: {kube.context}\nnamespace: {kube.namespace}\nwait: false\n"
+    a = Deployer(tmp_path / "a", env, name="app", project="team-a", settings_text=settings)
+    b = Deployer(tmp_path / "b", env, name="web", project="team-b", settings_text=settings)
+    a.write({"cm.yaml": docs(configmap("shared", {"owner": "a"}))})
+    b.write({"cm.yaml": docs(configmap("shared", {"owner": "b"}), configmap("mine"))})
+    a.apply()
+    for run in (b.plan, b.drift):
+        with pytest.raises(UserError) as info:
+            run()
+        assert info.value.message == (
+            f"stack 'web' of project 'team-b': ConfigMap/{kube.namespace}/shared belongs to "
+            "stack 'app' of project 'team-a'. gitops-push never adopts, changes or prunes "
+            "another project's objects: remove the object from one of them, or give both "
+            "repositories the same project: key if they really are one project")
+    assert kube.get("configmap", "shared")["data"] == {"owner": "a"}
+    assert kube.get("configmap", "mine") is None
+
+
+def test_a_stack_applied_before_projects_existed_migrates_its_inventory(
+        deployer: Deployer, kube: Any) -> None:
+    """An inventory and labels from before projects: adopted, then pruned from as before."""
+    deployer.settings_text += "wait: false\n"
+    ns = kube.namespace
+    old = [configmap("keep"), configmap("gone")]
+    for body in old:
+        body["metadata"]["labels"] = {LABEL: "web"}
+    kube.apply(old)
+    refs = [{"group": "", "kind": "ConfigMap", "namespace": ns, "name": n}
+            for n in ("gone", "keep")]
+    legacy = configmap("gitops-push-inventory-web", {"objects": json.dumps(refs)})
+    legacy["metadata"]["labels"] = {"gitops-push.io/inventory": "web"}
+    kube.apply(legacy)
+    deployer.write({"a.yaml": docs(configmap("keep"))})
+    plan, _ = deployer.apply()
+    assert actions(plan) == {f"ConfigMap/{ns}/keep": "update", f"ConfigMap/{ns}/gone": "prune"}
+    assert kube.get("configmap", "gone") is None
+    assert kube.get("configmap", "keep")["metadata"]["labels"][PROJECT] == "team-a"
+    assert kube.get("configmap", "gitops-push-inventory-web") is None
+    inventory = kube.get("configmap", INVENTORY)
+    assert [r["name"] for r in json.loads(inventory["data"]["objects"])] == ["keep"]
+    assert inventory["metadata"]["labels"][PROJECT] == "team-a"
+    assert not deployer.plan().has_changes
+
+
 def test_client_side_apply_works_too(deployer: Deployer, kube: Any) -> None:
     deployer.settings_text += "server_side: false\n"
     deployer.write({"a.yaml": docs(configmap("a", {"k": "1"}))})

@@ -91,28 +91,54 @@ def resolve_access(*, kubeconfig: str | None, kubeconfig_env: str | None,
 
 def kubeconfig_secrets(path: Path) -> list[str]:
     """Bearer tokens, passwords and client keys in a kubeconfig: never shown anywhere."""
+    return list(kubeconfig_secret_labels(path))
+
+
+def kubeconfig_secret_labels(path: Path) -> dict[str, str]:
+    """The credentials in a kubeconfig, each with what it is (never the value):
+    tokens, passwords, client keys and certificates, auth-provider tokens and secrets."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return []
-    out: list[str] = []
+        return {}
+    out: dict[str, str] = {}
     users = data.get("users") if isinstance(data, dict) else None
     for entry in users if isinstance(users, list) else []:
         user = entry.get("user") if isinstance(entry, dict) else None
         if not isinstance(user, dict):
             continue
-        out.extend(str(user[k]) for k in _SECRET_USER_KEYS if user.get(k))
+        who = f"kubeconfig user {entry.get('name', '?')}"
+        for k in (*_SECRET_USER_KEYS, "client-certificate-data"):
+            if user.get(k):
+                out[str(user[k])] = f"{k} of {who}"
         if user.get("client-key-data"):
-            out.extend(_pem_parts(str(user["client-key-data"]), encoded=True))
+            out.update(dict.fromkeys(_pem_parts(str(user["client-key-data"]), encoded=True),
+                                     f"client-key-data of {who}"))
         for key in ("client-key", "tokenFile"):
             if isinstance(user.get(key), str):
-                out.extend(_file_secret(path.parent / user[key]))
+                out.update(dict.fromkeys(_file_secret(path.parent / user[key]),
+                                         f"{key} file of {who}"))
         provider = user.get("auth-provider")
         config = provider.get("config") if isinstance(provider, dict) else None
         if isinstance(config, dict):
-            out.extend(str(v) for k, v in config.items()
-                       if v and re.search(r"token|secret|key", str(k), re.I))
-    return out
+            out.update({str(v): f"auth-provider {k} of {who}" for k, v in config.items()
+                        if v and re.search(r"token|secret|key", str(k), re.I)})
+    return {v: label for v, label in out.items() if v}
+
+
+def kubeconfig_paths(kubeconfig: str | None, kubeconfig_env: str | None,
+                     env: Mapping[str, str], repo_root: Path) -> tuple[Path, ...]:
+    """The kubeconfig files kubectl would read, as ``resolve_access`` finds them."""
+    if kubeconfig is not None:
+        path = Path(kubeconfig)
+        return (path if path.is_absolute() else repo_root / path,)
+    if kubeconfig_env is not None:
+        return (Path(env[kubeconfig_env]),) if env.get(kubeconfig_env) else ()
+    if env.get("KUBECONFIG"):
+        return tuple(Path(p) for p in env["KUBECONFIG"].split(os.pathsep) if p)
+    if env.get("HOME"):
+        return (Path(env["HOME"]) / ".kube" / "config",)
+    return ()
 
 
 def _file_secret(path: Path) -> list[str]:

@@ -142,6 +142,13 @@ def env_names(settings: KubernetesSettings) -> tuple[str, ...]:
                                 *settings.env)))
 
 
+def location_env_names(settings: KubernetesSettings) -> tuple[str, ...]:
+    """Variables that say where the cluster and its kubeconfig are: not secrets (the
+    credentials inside the kubeconfig are; see ``file_secrets``)."""
+    named = (settings.kubeconfig_env,) if settings.kubeconfig_env else ()
+    return ("KUBECONFIG", "KUBECACHEDIR", *IN_CLUSTER_ENV, *named)
+
+
 def settings_of(stack: Stack) -> KubernetesSettings:
     s = stack.settings
     return s if isinstance(s, KubernetesSettings) else KubernetesSettings()

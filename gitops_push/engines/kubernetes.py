@@ -32,6 +32,8 @@ from gitops_push.engines._k8s_kubectl import (
     Inventory,
     Kubectl,
     Labelled,
+    kubeconfig_paths,
+    kubeconfig_secret_labels,
     resolve_access,
 )
 from gitops_push.engines._k8s_objects import (
@@ -66,6 +68,7 @@ from gitops_push.engines._k8s_render import lint_kustomize, read_files, render
 from gitops_push.engines._k8s_settings import (
     KubernetesSettings,
     env_names,
+    location_env_names,
     parse_settings,
     settings_of,
 )
@@ -600,11 +603,21 @@ def _factory() -> KubernetesEngine:
     return KubernetesEngine()
 
 
+def _file_secrets(settings: Any, env: Mapping[str, str], repo_root: Path) -> dict[str, str]:
+    s = settings if isinstance(settings, KubernetesSettings) else KubernetesSettings()
+    out: dict[str, str] = {}
+    for path in kubeconfig_paths(s.kubeconfig, s.kubeconfig_env, env, repo_root):
+        out.update(kubeconfig_secret_labels(path))
+    return out
+
+
 ENGINE = EngineSpec(
     name="kubernetes",
     parse_settings=parse_settings,
     factory=_factory,
     env_names=env_names,
+    location_env_names=location_env_names,
+    file_secrets=_file_secrets,
 )
 
 
