@@ -955,7 +955,8 @@ def test_check_names_how_to_install_kubectl(tmp_path: Path) -> None:
      'current server API group list: Get \\"https://127.0.0.1:1/api?timeout=32s\\": dial tcp '
      '127.0.0.1:1: connect: connection refused"\nThe connection to the server 127.0.0.1:1 was '
      'refused - did you specify the right host or port?',
-     "cannot reach the Kubernetes API server at 127.0.0.1:1: "),
+     "cannot reach the Kubernetes API server at 127.0.0.1:1: dial tcp 127.0.0.1:1: connect: "
+     "connection refused"),
     ("error: You must be logged in to the server (Unauthorized)",
      "the API server rejected the credentials (401 Unauthorized)"),
     ('Error from server (Forbidden): configmaps "a" is forbidden: User "ci" cannot patch '
@@ -970,6 +971,8 @@ def test_check_names_how_to_install_kubectl(tmp_path: Path) -> None:
      'or equal to 0', "invalid object: spec.replicas: Invalid value: -1"),
     ("error: context was not found for specified context: prod",
      "the kubeconfig has no such context (prod)"),
+    ("error: current-context must exist in order to minify",
+     "no cluster configured: the kubeconfig has no current context; set kubeconfig_env"),
     ("error: something new", "something new"),
 ])
 def test_kubectl_failures_are_explained_in_one_sentence(output: str, expected: str) -> None:

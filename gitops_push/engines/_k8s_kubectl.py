@@ -41,6 +41,7 @@ REQUEST_TIMEOUT = "60s"
 CALL_TIMEOUT = 1800.0  # one kubectl call; the CI job's own timeout is the real bound
 _KLOG = re.compile(r"^[EWIF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+\] ")
 _SECRET_USER_KEYS = ("token", "password", "client-key-data")
+_STRUCTURED = re.compile(r'^"[^"]*"\s+err="((?:[^"\\]|\\.)*)"')
 
 
 # -- credentials ---------------------------------------------------------------------
@@ -83,6 +84,14 @@ def resolve_access(*, kubeconfig: str | None, kubeconfig_env: str | None,
         paths = (Path(ctx.env["HOME"]) / ".kube" / "config",)
     else:
         paths = ()
+    if explicit is None and not any(p.is_file() for p in paths) and \
+            not ctx.env.get("KUBERNETES_SERVICE_HOST"):
+        looked = (f"KUBECONFIG ({ctx.env['KUBECONFIG']})" if ctx.env.get("KUBECONFIG")
+                  else f"{paths[0]}" if paths else "$HOME/.kube/config (HOME is not set)")
+        raise UserError(f"stack {stack!r}: no cluster configured: the stack sets neither "
+                        f"kubeconfig_env nor kubeconfig, and {looked} does not exist; set "
+                        "kubeconfig_env: <VARIABLE> in the stack's kubernetes: settings and "
+                        "put the kubeconfig's path in that variable for the job")
     secrets = [*ctx.secrets]
     for p in paths:
         secrets.extend(kubeconfig_secrets(p))
@@ -164,10 +173,16 @@ def _pem_parts(value: str, *, encoded: bool) -> list[str]:
 # -- errors --------------------------------------------------------------------------
 
 def error_lines(text: str) -> list[str]:
-    """kubectl's error lines without klog prefixes, duplicates or its apply-conflict help."""
+    """kubectl's error lines without klog prefixes, duplicates or its apply-conflict help.
+
+    Newer kubectl logs structured lines (``"Unhandled Error" err="... \\"https://...\\"
+    ..."``): the quoted ``err`` is unwrapped, so no stray quote ends a message."""
     out: list[str] = []
     for raw in text.splitlines():
         line = _KLOG.sub("", raw).strip()
+        structured = _STRUCTURED.match(line)
+        if structured:
+            line = structured.group(1).replace('\\"', '"').strip()
         if line.startswith("Please review the fields above"):
             break
         if line and line not in out:
@@ -200,7 +215,8 @@ def conflicts(text: str) -> list[tuple[str, str]]:
 
 
 # Causes about the cluster or credentials rather than one object (see explain()).
-GLOBAL_CAUSES = ("cannot reach", "the API server rejected", "the kubeconfig", "no kubeconfig")
+GLOBAL_CAUSES = ("cannot reach", "the API server rejected", "the kubeconfig", "no kubeconfig",
+                 "no cluster configured")
 
 # (what identifies the failure, what to quote from it, the message) - first match wins.
 _CAUSES: tuple[tuple[str, str, str], ...] = (
@@ -208,7 +224,12 @@ _CAUSES: tuple[tuple[str, str, str], ...] = (
      r'(?:context "|specified context: |cannot locate context )([^"\s]+)',
      "the kubeconfig has no such context ({detail})"),
     (r"no configuration has been provided|stat .*: no such file or directory", "",
-     "no kubeconfig found: set kubeconfig or kubeconfig_env for the stack, or pass KUBECONFIG"),
+     "no kubeconfig found: set kubeconfig_env (or kubeconfig) for the stack, or pass "
+     "KUBECONFIG"),
+    (r"current-context must exist|current-context is not set", "",
+     "no cluster configured: the kubeconfig has no current context; set kubeconfig_env "
+     "(a variable holding the kubeconfig path) or kubeconfig, and context if needed, in "
+     "the stack's kubernetes: settings"),
     (r"was refused|Unable to connect to the server|dial tcp|no such host|i/o timeout|"
      r"connection reset|TLS handshake timeout|context deadline exceeded",
      r"((?:dial tcp|connect:|lookup|net/http|read tcp|was refused)[^\n]*)",
@@ -261,8 +282,8 @@ def _grab(text: str, pattern: str) -> str:
 
 
 def _server(text: str) -> str:
-    m = re.search(r"to the server (\S+)|Get \"(https?://[^/\"]+)", text)
-    return f" at {m.group(1) or m.group(2)}" if m else ""
+    m = re.search(r"to the server (\S+)", text) or re.search(r'Get "(https?://[^/"]+)', text)
+    return f" at {m.group(1)}" if m else ""
 
 
 # -- the kubectl wrapper -------------------------------------------------------------
