@@ -21,6 +21,8 @@ from gitops_push.errors import AuditError
 
 CHAIN_FIELDS = ("seq", "prev_sha256")
 MIN_SECRET_LEN = 4  # as proc.redact: shorter values match too much to mean anything
+RUNNER_MARKER = "(sensitive)"  # proc.REDACTED: what the tool runner puts in a tool's output
+RUNNER_REDACTION = "a credential in a tool's output (replaced by (sensitive))"
 
 HEX_RE = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # a git object id: SHA-1 or SHA-256
 _RUN_TIME_RE = re.compile(r"(\d{8}T\d{6}Z)")
@@ -118,6 +120,8 @@ def scrub(record: Mapping[str, Any], secrets: Mapping[str, str] | Iterable[str]
             if value in text:
                 text = text.replace(value, marker(labels[value]))
                 found.append({"field": where or "the record", "secret": labels[value]})
+        if RUNNER_MARKER in text:  # a tool's output the runner already redacted
+            found.append({"field": where or "the record", "secret": RUNNER_REDACTION})
         return text
 
     def walk(value: Any, where: str) -> Any:
@@ -130,7 +134,7 @@ def scrub(record: Mapping[str, Any], secrets: Mapping[str, str] | Iterable[str]
             return clean(value, where)
         return value
 
-    out: dict[str, Any] = walk(dict(record), "") if needles else dict(record)
+    out: dict[str, Any] = walk(dict(record), "")
     if found:
         earlier = out.get("redactions")
         out["redactions"] = [*(earlier if isinstance(earlier, list) else []), *found]

@@ -19,6 +19,11 @@ or class, or parametrize it directly::
 
 They are ignored on a real cluster, where the real controllers roll things out.
 
+A real cluster without a Ready node (a bare control plane) gets a node stand-in for the test's
+namespace (``tests/kube_node_standin.py``): it registers a Node, binds the namespace's pods
+to it and marks them Running and Ready, Job pods Succeeded (Failed when their command is
+``false``), through the status subresource as a kubelet would.
+
 Helpers that stand in for controllers (``rolled_out``, ``rollout_failed``, ``job_complete``,
 ``job_failed``) act on the emulator directly; on a real cluster they wait for the real
 controllers instead, except ``rollout_failed``, which cannot be forced there and skips.
@@ -40,6 +45,7 @@ from typing import Any
 import pytest
 import yaml
 from kube_apiserver import KubeApiServer
+from kube_node_standin import NodeStandIn, has_ready_node
 
 ENV_KUBECONFIG = "GITOPS_PUSH_TEST_KUBECONFIG"
 EMULATOR_TOKEN = "gitops-push-test-token"
@@ -153,6 +159,17 @@ class KubeCluster:
             raise AssertionError(f"{what} never became {condition}: {result.stderr}")
 
 
+_READY_NODE: dict[str, bool] = {}
+
+
+def _has_ready_node(kubeconfig: str, context: str) -> bool:
+    """Asked once per run: a control plane without nodes gets a node stand-in per test."""
+    key = os.environ.get(ENV_KUBECONFIG, "")
+    if key not in _READY_NODE:
+        _READY_NODE[key] = has_ready_node(kubeconfig, context)
+    return _READY_NODE[key]
+
+
 def _unique_namespace(node_name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", node_name.lower()).strip("-")[:40].strip("-")
     return f"gp-{slug}-{secrets.token_hex(3)}"
@@ -207,9 +224,14 @@ def kube(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
         created = cluster.kubectl("create", "namespace", namespace)
         if created.returncode != 0:
             raise RuntimeError(f"cannot create namespace {namespace}: {created.stderr}")
+        standin = None
+        if not _has_ready_node(str(kubeconfig), context):
+            standin = NodeStandIn(str(kubeconfig), context, namespace).start()
         try:
             yield cluster
         finally:
+            if standin is not None:
+                standin.stop()
             cluster.kubectl("delete", "namespace", namespace, "--wait=false",
                             "--ignore-not-found")
         return
