@@ -58,4 +58,6 @@ def default_project(repo_root: Path, environ: Mapping[str, str]) -> str:
         url = Repo(repo_root, environ).remote_url()
     except GitopsPushError:
         url = None
+    if url and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]+:", url):
+        url = str((repo_root / url).resolve())  # a local path, maybe relative: make it stable
     return from_remote(url, repo_root.resolve().name)

@@ -307,6 +307,20 @@ def test_a_stack_applied_before_projects_existed_migrates_its_inventory(
     assert not deployer.plan().has_changes
 
 
+def test_a_configmap_value_is_no_secret_and_never_masks_a_name(deployer: Deployer, kube: Any
+                                                               ) -> None:
+    """Found on a real API server: ConfigMap data was redacted like a Secret's, so the name
+    ``team-a-settings`` (data ``owner: team-a``) came back as ``(sensitive)-settings``, a
+    stray of the stack right after a successful apply."""
+    deployer.settings_text += "wait: false\n"
+    deployer.write({"cm.yaml": docs(configmap("team-a-settings", {"owner": "team-a"}))})
+    deployer.apply()
+    drift = deployer.drift()
+    assert not drift.drifted, drift.items
+    assert not deployer.plan().has_changes
+    assert not any("(sensitive)" in line for line in deployer.lines)
+
+
 def test_client_side_apply_works_too(deployer: Deployer, kube: Any) -> None:
     deployer.settings_text += "server_side: false\n"
     deployer.write({"a.yaml": docs(configmap("a", {"k": "1"}))})

@@ -37,6 +37,9 @@ def test_default_project_reads_the_origin_remote(tmp_path: Path) -> None:
     subprocess.run(["git", "-C", str(repo), "remote", "add", "origin",
                     "git@gitlab.example.com:group/sub/app.git"], check=True)
     assert default_project(repo, {"PATH": "/usr/bin:/bin"}) == "sub-app"
+    subprocess.run(["git", "-C", str(repo), "remote", "set-url", "origin", "../team-a/x.git"],
+                   check=True)
+    assert default_project(repo, {"PATH": "/usr/bin:/bin"}) == "team-a-x"
     plain = tmp_path / "not-a-repo"
     plain.mkdir()
     assert default_project(plain, {"PATH": "/usr/bin:/bin"}) == "not-a-repo"

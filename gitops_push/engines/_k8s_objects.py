@@ -454,10 +454,16 @@ def masked_pair(live: dict[str, Any] | None, merged: dict[str, Any]
 
 
 def secret_values(body: Mapping[str, Any]) -> list[str]:
-    """Every literal a Secret holds, base64 and decoded, for redaction."""
+    """Every literal a Secret holds, base64 and decoded, for redaction.
+
+    Only a Secret's: a ConfigMap's ``data`` is not secret, and redacting it masked object
+    names that contain one of its values (``team-a-settings`` with ``owner: team-a``
+    became ``(sensitive)-settings``), so the post-apply check saw a stray (issue 11)."""
     import base64
     import binascii
 
+    if not is_secret(body):
+        return []
     values: list[str] = []
     for key, mapping in secret_fields(body).items():
         for v in mapping.values():
