@@ -550,6 +550,30 @@ def test_a_failed_rollout_fails_the_stack_naming_the_condition(deployer: Deploye
     assert "Progressing=False ProgressDeadlineExceeded" in message
 
 
+def test_a_job_whose_command_fails_fails_the_stack(deployer: Deployer, kube: Any) -> None:
+    """On a real control plane without nodes the node stand-in fails the pod (its command is
+    ``false``) and the real Job controller marks the Job Failed; the emulator is told."""
+    ns = kube.namespace
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
+           "spec": {"backoffLimit": 0, "template": {"spec": {
+               "restartPolicy": "Never",
+               "containers": [{"name": "false", "image": "busybox:1.36",
+                               "command": ["false"]}]}}}}
+
+    def controller(line: str) -> None:
+        if kube.emulated and line.startswith(f"waiting for Job.batch/{ns}/migrate"):
+            kube.job_failed("migrate")
+
+    deployer.on_line_hook = controller
+    deployer.settings_text = deployer.settings_text.replace("20s", "150s")
+    deployer.write({"job.yaml": docs(job)})
+    with pytest.raises(ToolError) as info:
+        deployer.apply()
+    # a real Job controller (1.31+) sets FailureTarget before Failed; either ends the wait
+    assert info.value.message.startswith(f"stack 'web': Job.batch/{ns}/migrate: rollout failed: ")
+    assert "=True BackoffLimitExceeded" in info.value.message
+
+
 def test_a_rollout_that_never_finishes_times_out(deployer: Deployer, kube: Any) -> None:
     deployer.settings_text = deployer.settings_text.replace("20s", "2s")
     never_ready = deployment("web")  # real clusters: the readiness probe never passes
