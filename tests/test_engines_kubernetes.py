@@ -534,15 +534,20 @@ def test_apply_waits_for_deployments_and_jobs(deployer: Deployer, kube: Any) -> 
 
 def test_a_failed_rollout_fails_the_stack_naming_the_condition(deployer: Deployer, kube: Any
                                                                ) -> None:
-    kube.require_emulator("ProgressDeadlineExceeded cannot be forced on a real cluster")
+    """On a real cluster the Deployment's pod never becomes Ready (its readiness probe
+    fails) and the real controller gives up after progressDeadlineSeconds."""
     ns = kube.namespace
 
     def controller(line: str) -> None:
-        if line.startswith(f"waiting for Deployment.apps/{ns}/web"):
+        if kube.emulated and line.startswith(f"waiting for Deployment.apps/{ns}/web"):
             kube.rollout_failed("deployment", "web")
 
     deployer.on_line_hook = controller
-    deployer.write({"app.yaml": docs(deployment("web"), configmap("cfg"))})
+    stuck = deployment("web", progressDeadlineSeconds=2)
+    stuck["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "exec": {"command": ["/does-not-exist"]}, "periodSeconds": 1}
+    deployer.settings_text = deployer.settings_text.replace("20s", "90s")
+    deployer.write({"app.yaml": docs(stuck, configmap("cfg"))})
     with pytest.raises(ToolError) as info:
         deployer.apply()
     message = info.value.message
@@ -668,17 +673,19 @@ def test_rejected_credentials_and_a_missing_context_are_clear_errors(
 
 def test_forbidden_stops_the_stack_before_anything_is_applied(deployer: Deployer, kube: Any
                                                               ) -> None:
-    server = kube.require_emulator("needs an identity without RBAC rights; deny() stands in")
     deployer.settings_text += "wait: false\n"
     deployer.write({"app.yaml": docs(configmap("cfg"), deployment("web"))})
     deployer.plan()
+    limited, user = kube.identity_without("patch", "deployments", "apps",
+                                          deployer.root / "limited-kubeconfig")
+    deployer.env["KUBECONFIG"] = str(limited)  # the apply job's identity
     ctx = deployer.ctx("apply")
     plan = deployer.engine.load_plan(deployer.stack, ctx, ctx.work_dir)
-    server.deny("patch", "deployments", kube.namespace)
     with pytest.raises(ToolError) as info:
         deployer.engine.apply(deployer.stack, ctx, plan)
     assert info.value.message.startswith(
-        f"stack 'web': Deployment.apps/{kube.namespace}/web: forbidden (403, RBAC): User ")
+        f"stack 'web': Deployment.apps/{kube.namespace}/web: forbidden (403, RBAC): "
+        f'User "{user}" ')
     assert 'cannot patch resource "deployments"' in info.value.message
     assert kube.get("configmap", "cfg") is None  # ordered first, yet never applied
 
