@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gitops_push.engines._k8s_kubectl import Inventory, Kubectl
 from gitops_push.engines._k8s_objects import PROJECT_LABEL, STACK_LABEL, ObjRef
+from gitops_push.errors import UserError
 
 # -- the inventory ---------------------------------------------------------------------
 
@@ -43,6 +45,29 @@ def legacy_inventory_name(stack: str) -> str:
     if slug != stack:
         slug += "-" + hashlib.sha256(stack.encode()).hexdigest()[:8]
     return f"gitops-push-inventory-{slug}"
+
+
+def read_inventory(kc: Kubectl, name: str, namespace: str, stack: str, project: str
+                   ) -> Inventory:
+    """The stack's inventory; one from before projects existed is taken over (and
+    replaced by the project's own at the next apply), so nothing is forgotten."""
+    inv = kc.read_inventory(name, namespace)
+    if inv.resource_version is not None:
+        return inv
+    legacy = kc.read_inventory(legacy_inventory_name(stack), namespace)
+    if legacy.resource_version is not None and legacy.project in (None, project):
+        return legacy
+    return inv
+
+
+def write_inventory(kc: Kubectl, name: str, namespace: str,
+                    refs: frozenset[ObjRef] | set[ObjRef], project: str,
+                    previous: Inventory) -> None:
+    """Write the project's inventory; a migrated legacy one is deleted after."""
+    kc.write_inventory(name, namespace, refs, project)
+    if previous.name and previous.name != name:
+        kc.run("delete", "configmap", previous.name, "-n", namespace, "--ignore-not-found",
+               what="old inventory ConfigMap")
 
 
 # -- the owner of an object --------------------------------------------------------------
@@ -72,6 +97,19 @@ def foreign(owner: Owner | None, project: str) -> bool:
     """Owned by another project. Objects labelled before projects existed are not foreign:
     that is how existing deployments migrate (the next apply adds the project label)."""
     return owner is not None and owner.project is not None and owner.project != project
+
+
+def check_owners(stack: str, project: str,
+                 live: Mapping[ObjRef, Mapping[str, Any] | None]) -> None:
+    """Stop (UserError) when an object the stack declares belongs to another project."""
+    clashes = [f"{ref.address} belongs to {owner_of(body)}" for ref, body in live.items()
+               if foreign(owner_of(body), project)]
+    if clashes:
+        raise UserError(
+            f"stack {stack!r} of project {project!r}: " + "; ".join(clashes)
+            + ". gitops-push never adopts, changes or prunes another project's objects: "
+            "remove the object from one of them, or give both repositories the same "
+            "project: key if they really are one project")
 
 
 def prunable(owner: Owner | None, project: str, stack: str, ref: ObjRef,

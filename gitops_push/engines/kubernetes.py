@@ -37,7 +37,6 @@ from gitops_push.engines._k8s_kubectl import (
     resolve_access,
 )
 from gitops_push.engines._k8s_objects import (
-    PROJECT_LABEL,
     STACK_LABEL,
     IgnoreRule,
     Manifest,
@@ -56,13 +55,15 @@ from gitops_push.engines._k8s_objects import (
     sort_key,
 )
 from gitops_push.engines._k8s_owners import (
-    foreign,
+    Owner,
+    check_owners,
     inventory_name,
     legacy_inventory_name,
-    owner_of,
     prunable,
+    read_inventory,
     taken_over,
     takeover_notes,
+    write_inventory,
 )
 from gitops_push.engines._k8s_render import lint_kustomize, read_files, render
 from gitops_push.engines._k8s_settings import (
@@ -239,25 +240,16 @@ class KubernetesEngine:
                       s.inventory_namespace or default_ns, project,
                       force=ctx.force_conflicts or s.conflicts == "force")
 
-    def _inventory(self, stack: Stack, target: Target) -> Inventory:
-        """The stack's inventory; one from before projects existed is taken over (and
-        replaced by the project's own at the next apply), so nothing is forgotten."""
-        kc = target.kubectl
-        inv = kc.read_inventory(target.inventory_name, target.inventory_ns)
-        if inv.resource_version is not None:
-            return inv
-        legacy = kc.read_inventory(legacy_inventory_name(stack.name), target.inventory_ns)
-        if legacy.resource_version is not None and legacy.project in (None, target.project):
-            return legacy
-        return inv
+    @staticmethod
+    def _inventory(stack: Stack, target: Target) -> Inventory:
+        return read_inventory(target.kubectl, target.inventory_name, target.inventory_ns,
+                              stack.name, target.project)
 
-    def _write_inventory(self, target: Target, inventory: Inventory,
+    @staticmethod
+    def _write_inventory(target: Target, inventory: Inventory,
                          refs: frozenset[ObjRef] | set[ObjRef]) -> None:
-        kc = target.kubectl
-        kc.write_inventory(target.inventory_name, target.inventory_ns, refs, target.project)
-        if inventory.name and inventory.name != target.inventory_name:  # migrated
-            kc.run("delete", "configmap", inventory.name, "-n", target.inventory_ns,
-                   "--ignore-not-found", what="old inventory ConfigMap")
+        write_inventory(target.kubectl, target.inventory_name, target.inventory_ns, refs,
+                        target.project, inventory)
 
     def _desired(self, stack: Stack, s: KubernetesSettings, target: Target,
                  manifests: Sequence[Manifest]) -> list[Desired]:
@@ -301,14 +293,7 @@ class KubernetesEngine:
         for d in deferred:
             out[d.ref] = Compared(None, (), {})
         out.update(self._diff(target, s, [d for d in rest if d not in deferred], force))
-        clashes = [f"{ref.address} belongs to {owner_of(c.live)}" for ref, c in out.items()
-                   if foreign(owner_of(c.live), target.project)]
-        if clashes:
-            raise UserError(
-                f"stack {stack.name!r} of project {target.project!r}: " + "; ".join(clashes)
-                + ". gitops-push never adopts, changes or prunes another project's objects: "
-                "remove the object from one of them, or give both repositories the same "
-                "project: key if they really are one project")
+        check_owners(stack.name, target.project, {r: c.live for r, c in out.items()})
         return out
 
     def _diff(self, target: Target, s: KubernetesSettings, items: Sequence[Desired],
@@ -355,9 +340,8 @@ class KubernetesEngine:
         namespaces = {r.namespace for r in refs if r.namespace}
         found = target.kubectl.labelled(types, namespaces, STACK_LABEL, stack.name)
         return {r: lab for r, lab in found.items()
-                if prunable(owner_of({"metadata": {"labels": {
-                    STACK_LABEL: stack.name, PROJECT_LABEL: lab.project}}}),
-                    target.project, stack.name, r, inventory.refs)}
+                if prunable(Owner(lab.project, stack.name), target.project, stack.name, r,
+                            inventory.refs)}
 
     # -- plan -----------------------------------------------------------------------
     def plan(self, stack: Stack, ctx: EngineContext, *, destroy: bool = False) -> PlanResult:
