@@ -1078,3 +1078,28 @@ def test_inventory_names_are_valid_and_unique() -> None:
     assert k8s.legacy_inventory_name("web") == "gitops-push-inventory-web"
     assert k8s.legacy_inventory_name("p.web") != k8s.inventory_name("p", "web")
 
+
+
+def test_fields_taken_over_come_from_the_servers_managed_fields() -> None:
+    from gitops_push.engines._k8s_owners import taken_over, takeover_notes
+
+    def obj(*entries: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"metadata": {"managedFields": [
+            {"manager": m, "operation": "Update", "fieldsV1": f} for m, f in entries]}}
+
+    container = {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+        'k:{"name":"web"}': {".": {}, "f:image": {}}}}}}}
+    live = obj(("gitops-push", {"f:data": {"f:a": {}}}),
+               ("kubectl-patch", {"f:data": {"f:greeting": {}}}),
+               ("kubectl-label", {"f:metadata": {"f:labels": {"f:team": {}}}}),
+               ("kubectl-edit", container))
+    merged = obj(("gitops-push", {"f:data": {"f:a": {}, "f:greeting": {}}}),
+                 ("kubectl-label", {"f:metadata": {"f:labels": {"f:team": {}}}}),
+                 ("kubectl-edit", {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                     'k:{"name":"web"}': {".": {}}}}}}}))
+    taken = taken_over(live, merged, "gitops-push")
+    assert taken == {"kubectl-edit": (".spec.template.spec.containers[name=web].image",),
+                     "kubectl-patch": (".data.greeting",)}
+    assert takeover_notes("ConfigMap/ns/cm", {"kubectl-patch": (".data.greeting",)}) == [
+        "ConfigMap/ns/cm: takes .data.greeting back from kubectl-patch"]
+    assert taken_over(None, merged, "gitops-push") == {}
