@@ -99,9 +99,10 @@ class Trail(TrailReader):
         """Store one record, after pushing whatever an earlier run left in the spool.
 
         Returns ``pushed=False`` with ``spool_path`` when origin would not take it (the
-        CLI maps that to exit 6 via ``result.error()``). Raises SecretInRecord for a
-        record holding a secret and SpoolUnwritable when it can be neither pushed nor
-        spooled. Notes mode annotates ``commit`` (default: the record's ``head``).
+        CLI maps that to exit 6 via ``result.error()``). A secret's value in the record
+        is replaced by a marker naming it (``scrub``). Raises SpoolUnwritable when it
+        can be neither pushed nor spooled. Notes mode annotates ``commit`` (default: the
+        record's ``head``).
         """
         rec = self._prepare(record)
         annotate = self._annotate(rec, commit)
@@ -119,7 +120,7 @@ class Trail(TrailReader):
             raise ValueError(f"audit record: run_id must match {_RUN_ID_RE.pattern}: {run_id!r}")
         if not isinstance(phase, str) or not _PHASE_RE.fullmatch(phase):
             raise ValueError(f"audit record: phase must match {_PHASE_RE.pattern}: {phase!r}")
-        scrub(rec, self.secrets)
+        rec = scrub(rec, self.secrets)
         plain: dict[str, Any] = json.loads(encode(rec))  # a plain-JSON copy; raises early
         return plain
 

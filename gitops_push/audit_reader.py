@@ -97,7 +97,7 @@ class TrailReader:
         spool_dir: Path | str | None = None,
         remote: str = "origin",
         default_branch: str | None = None,
-        secrets: Iterable[str] = (),
+        secrets: Mapping[str, str] | Iterable[str] = (),
         max_attempts: int = MAX_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
         network_timeout: float = NETWORK_TIMEOUT,
@@ -110,7 +110,8 @@ class TrailReader:
         self.mode = self.settings.mode
         self.environ = dict(repo.environ if environ is None else environ)
         self.remote = remote
-        self.secrets = tuple(secrets)
+        self.secrets: Mapping[str, str] | tuple[str, ...] = (
+            dict(secrets) if isinstance(secrets, Mapping) else tuple(secrets))
         self.max_attempts = max(1, max_attempts)
         self.network_timeout = network_timeout
         self.warnings: list[str] = []  # non-fatal: stale reads, unreadable spool files

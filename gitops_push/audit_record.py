@@ -1,9 +1,10 @@
 """Audit record helpers with no git in them: times, run ids, encoding and digests.
 
-Also the checks a record must pass before it is stored (``scrub`` refuses one holding a
-secret) and ``interrupted_runs``, which reads a list of records. They live apart from
-``Trail`` so that modules which only need a timestamp or a run id (locks, the workflow
-runner) do not load the storage code; ``gitops_push.audit`` re-exports all of them.
+Also what a record goes through before it is stored (``scrub`` replaces a secret's
+value by a marker naming it) and ``interrupted_runs``, which reads a list of records.
+They live apart from ``Trail`` so that modules which only need a timestamp or a run id
+(locks, the workflow runner) do not load the storage code; ``gitops_push.audit``
+re-exports all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from gitops_push.errors import AuditError
 
 CHAIN_FIELDS = ("seq", "prev_sha256")
 MIN_SECRET_LEN = 4  # as proc.redact: shorter values match too much to mean anything
+RUNNER_MARKER = "(sensitive)"  # proc.REDACTED: what the tool runner puts in a tool's output
+RUNNER_REDACTION = "a credential in a tool's output (replaced by (sensitive))"
 
 HEX_RE = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # a git object id: SHA-1 or SHA-256
 _RUN_TIME_RE = re.compile(r"(\d{8}T\d{6}Z)")
@@ -76,7 +79,7 @@ def digest(data: bytes) -> str:
 
 
 class SecretInRecord(AuditError):
-    """A record holds the value of a secret: it is refused and stored nowhere."""
+    """Kept for callers that still catch it: records are redacted now, never refused."""
 
     code = "audit-secret"
 
@@ -91,35 +94,51 @@ class SpoolUnwritable(AuditError):
         self.record = dict(record)
 
 
-def scrub(record: Mapping[str, Any], secrets: Iterable[str]) -> None:
-    """Refuse (raise SecretInRecord) a record with a secret's value in any key or value.
+def marker(label: str) -> str:
+    """What stands in a record where a secret's value was: it names, never shows."""
+    return f"(redacted: {label})"
 
-    Defence in depth: the runner only records what it chose to, but a tool's error
-    message can quote a credential. The error names the field, never the value.
+
+def scrub(record: Mapping[str, Any], secrets: Mapping[str, str] | Iterable[str]
+          ) -> dict[str, Any]:
+    """A copy of ``record`` with every secret value replaced in place by a marker naming it.
+
+    Never drops the record (issue 11): a tool's error message can quote a credential,
+    and the record of that failure is the one the trail exists for. ``secrets`` maps each
+    value to what it is (``$DB_PASSWORD``, ``kubeconfig token of user deployer``); plain
+    values are named "a secret". When something was replaced, ``redactions`` lists where
+    and what, so a reader knows the record was redacted.
     """
-    needles = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LEN})
-    if not needles:
-        return
+    labels = dict(secrets) if isinstance(secrets, Mapping) else dict.fromkeys(secrets,
+                                                                               "a secret")
+    needles = sorted((v for v in labels if isinstance(v, str) and len(v) >= MIN_SECRET_LEN),
+                     key=len, reverse=True)
+    found: list[dict[str, str]] = []
 
-    def check(text: str, where: str) -> None:
-        if any(s in text for s in needles):
-            raise SecretInRecord(
-                f"refusing to store the audit record: {where} contains the value of a secret "
-                "(nothing was stored or spooled)"
-            )
+    def clean(text: str, where: str) -> str:
+        for value in needles:
+            if value in text:
+                text = text.replace(value, marker(labels[value]))
+                found.append({"field": where or "the record", "secret": labels[value]})
+        if RUNNER_MARKER in text:  # a tool's output the runner already redacted
+            found.append({"field": where or "the record", "secret": RUNNER_REDACTION})
+        return text
 
-    def walk(value: Any, where: str) -> None:
+    def walk(value: Any, where: str) -> Any:
         if isinstance(value, Mapping):
-            for k, v in value.items():
-                check(str(k), f"a key in {where or 'the record'}")
-                walk(v, f"{where}.{k}" if where else str(k))
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                walk(v, f"{where}[{i}]")
-        elif value is not None and not isinstance(value, bool):
-            check(str(value), where or "the record")
+            return {clean(str(k), f"a key in {where or 'the record'}"):
+                    walk(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, str):
+            return clean(value, where)
+        return value
 
-    walk(record, "")
+    out: dict[str, Any] = walk(dict(record), "")
+    if found:
+        earlier = out.get("redactions")
+        out["redactions"] = [*(earlier if isinstance(earlier, list) else []), *found]
+    return out
 
 
 def interrupted_runs(
@@ -169,6 +188,7 @@ __all__ = [
     "digest",
     "encode",
     "interrupted_runs",
+    "marker",
     "new_run_id",
     "now_utc",
     "parse_time",

@@ -264,7 +264,9 @@ def apply_options(f: F) -> F:
     f = click.option("--lock-timeout", default="10m", show_default=True, callback=duration,
                      envvar=env("lock-timeout"), help="Wait this long for a held stack lock.")(f)
     f = click.option("--force-conflicts", is_flag=True, envvar=env("force-conflicts"),
-                     help="Kubernetes: take over fields owned by another field manager.")(f)
+                     help="Kubernetes: take over fields owned by another field manager "
+                          "also in stacks with conflicts: fail (the default, force, always "
+                          "does).")(f)
     f = click.option("--allow-destroy", is_flag=True, envvar=env("allow-destroy"),
                      help="Destroy stacks whose directory was removed from git.")(f)
     return click.option("--allow-branch", is_flag=True, envvar=env("allow-branch"),

@@ -15,6 +15,7 @@ from typing import Any
 
 from gitops_push import engines
 from gitops_push.errors import ConfigError, ParseError
+from gitops_push.project import PROJECT_PATTERN
 from gitops_push.schema import Section
 from gitops_push.yamlsafe import compose_all
 
@@ -81,6 +82,7 @@ class Config:
     audit: AuditSettings = field(default_factory=AuditSettings)
     default_branch: str | None = None
     defaults: Mapping[str, Section] = field(default_factory=dict)
+    project: str | None = None  # None: derived from the repository (gitops_push.project)
 
     def default_settings(self, engine_type: str) -> Any:
         """Engine settings for a discovered stack: the ``defaults:`` of that engine."""
@@ -135,7 +137,8 @@ def parse(data: bytes | str, file: str = CONFIG_FILE) -> Config:
 
 
 def _parse_root(root: Section) -> Config:
-    root.only(["version", "stacks", "discover", "defaults", "audit", "default_branch"])
+    root.only(["version", "project", "stacks", "discover", "defaults", "audit",
+               "default_branch"])
     version = root.int("version", None)
     if version is None:
         raise root.error(None, "missing required key 'version' (use: version: 1)")
@@ -181,6 +184,7 @@ def _parse_root(root: Section) -> Config:
     default_branch = root.str(
         "default_branch", None, pattern=re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]*")
     )
+    project = root.str("project", None, pattern=PROJECT_PATTERN)
     specs = _parse_stacks(root, defaults)
     config = Config(
         file=root.file,
@@ -190,6 +194,7 @@ def _parse_root(root: Section) -> Config:
         audit=audit,
         default_branch=default_branch,
         defaults=defaults,
+        project=project,
     )
     check_graph([s.stack for s in specs],
                 {s.stack.name: s.depends_line or s.stack.origin for s in specs})

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from gitops_push import __version__, audit, changes, plans
+from gitops_push import __version__, audit, changes, engines, plans
 from gitops_push import ci as ci_env
 from gitops_push.changes import ChangeSet, Range, StackChange
 from gitops_push.config import Config, Stack
@@ -45,6 +45,7 @@ from gitops_push.workflow import (
     make_ctx,
     new_session,
     phase_env,
+    phase_secrets,
     prefetch_tools,
     select,
     select_for_apply,
@@ -278,14 +279,16 @@ def _refuse_destroy(cs: ChangeSet, opts: RunOptions) -> None:
 
 def _trail(repo: Repo, config: Config, environ: Mapping[str, str],
            stacks: list[Stack] | None = None) -> audit.Trail:
-    """The audit trail, refusing any record that would carry a credential value."""
-    secrets: set[str] = set()
+    """The audit trail; a credential's value in a record is replaced by a marker naming it."""
+    secrets: dict[str, str] = {}
     for stack in stacks or []:
         for phase in ("plan", "apply", "drift"):
-            secrets.update(phase_env(stack, phase, environ)[1])
+            env, _ = phase_env(stack, phase, environ)
+            secrets.update(engines.spec(stack.type).file_secrets(stack.settings, env, repo.root))
+            secrets.update(phase_secrets(stack, phase, environ))
     branch = changes.default_branch(repo, config, ci_env.detect(environ))
     return audit.Trail(repo, config.audit, environ=environ, default_branch=branch,
-                       secrets=sorted(secrets))
+                       secrets=secrets)
 
 
 def _interrupted(repo: Repo, records: list[dict[str, Any]], run_id: str) -> tuple[list[str],

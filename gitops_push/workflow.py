@@ -113,17 +113,37 @@ def phase_env(stack: Stack, phase: str, environ: Mapping[str, str]) -> tuple[dic
     Base variables (PATH, HOME, locale, proxies), the names the engine settings pass
     through, and the stack's credentials for *this* phase only.
     """
-    names = engines.spec(stack.type).env_names(stack.settings)
+    env, secrets = _phase_env(stack, phase, environ)
+    return env, tuple(secrets)
+
+
+def phase_secrets(stack: Stack, phase: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """What counts as a secret for one stack and phase: value -> the variable it is in.
+
+    The values of the variables the stack hands its tool (``credentials``, the engine's
+    ``env`` list), except those that only say where something is (a kubeconfig path, a
+    cache directory, gitops-push's own settings). docs/config.md#what-is-a-secret.
+    """
+    return _phase_env(stack, phase, environ)[1]
+
+
+def _phase_env(stack: Stack, phase: str, environ: Mapping[str, str]
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    spec = engines.spec(stack.type)
+    names = spec.env_names(stack.settings)
+    where = set(spec.location_env_names(stack.settings))
     env = proc.filtered_env(environ, names)
     # gitops-push's own settings (GITOPS_PUSH_TERRAFORM_BIN) are not secrets
-    secrets = [environ[n] for n in names if n in environ and not n.startswith("GITOPS_PUSH_")]
+    secrets = {environ[n]: f"${n}" for n in names
+               if n in environ and not n.startswith("GITOPS_PUSH_") and n not in where}
     creds = stack.credentials.get(phase)
     if creds is not None:
         for target, source in creds.env.items():
             if source in environ:
                 env[target] = environ[source]
-                secrets.append(environ[source])
-    return env, tuple(s for s in secrets if len(s) >= 4)
+                if target not in where:
+                    secrets[environ[source]] = f"${source}"
+    return env, {v: k for v, k in secrets.items() if len(v) >= 4}
 
 
 def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | None = None
@@ -149,7 +169,8 @@ def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | No
         on_line=lambda line: session.reporter.stack_line(name, line),
         cancel=session.cancel,
         force_conflicts=session.options.force_conflicts,
-        extra={"plugin_cache_dir": cache, "run_id": session.run_id},
+        extra={"plugin_cache_dir": cache, "run_id": session.run_id,
+               "project": session.config.project},
     )
 
 

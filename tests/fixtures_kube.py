@@ -19,9 +19,14 @@ or class, or parametrize it directly::
 
 They are ignored on a real cluster, where the real controllers roll things out.
 
+A real cluster without a Ready node (a bare control plane) gets a node stand-in for the test's
+namespace (``tests/kube_node_standin.py``): it registers a Node, binds the namespace's pods
+to it and marks them Running and Ready, Job pods Succeeded (Failed when their command is
+``false``), through the status subresource as a kubelet would.
+
 Helpers that stand in for controllers (``rolled_out``, ``rollout_failed``, ``job_complete``,
 ``job_failed``) act on the emulator directly; on a real cluster they wait for the real
-controllers instead, except ``rollout_failed``, which cannot be forced there and skips.
+controllers instead (``rollout_failed`` needs a Deployment built to fail there).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 import pytest
 import yaml
 from kube_apiserver import KubeApiServer
+from kube_node_standin import NodeStandIn, has_ready_node
 
 ENV_KUBECONFIG = "GITOPS_PUSH_TEST_KUBECONFIG"
 EMULATOR_TOKEN = "gitops-push-test-token"
@@ -111,6 +117,34 @@ class KubeCluster:
             pytest.skip(f"needs the API server emulator: {reason}")
         return self.server
 
+    def identity_without(self, verb: str, resource: str, group: str,
+                         dest: Path) -> tuple[Path, str]:
+        """A kubeconfig (and its user name) that may do everything the tests need in the
+        namespace except ``verb`` on ``resource``: on the emulator its ``deny()``; on a real
+        cluster a ServiceAccount with a Role that leaves the verb out, and its token."""
+        if self.server is not None:
+            self.server.deny(verb, resource, self.namespace)
+            return self.kubeconfig, "test-user"
+        ns, sa = self.namespace, "limited"
+        verbs = [v for v in ("get", "list", "watch", "create", "update", "patch", "delete")
+                 if v != verb]
+        common = [r for r in ("configmaps", "secrets", "services", "pods") if r != resource]
+        role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": sa, "namespace": ns},
+                "rules": [{"apiGroups": [""], "resources": common, "verbs": ["*"]},
+                          {"apiGroups": [group], "resources": [resource], "verbs": verbs}]}
+        self.kubectl("create", "serviceaccount", sa, "-n", ns, check=True)
+        self.apply(role)
+        self.kubectl("create", "rolebinding", sa, f"--role={sa}", f"--serviceaccount={ns}:{sa}",
+                     "-n", ns, check=True)
+        token = self.kubectl("create", "token", sa, "-n", ns, "--duration=1h",
+                             check=True).stdout.strip()
+        cfg = yaml.safe_load(self.kubeconfig.read_text())
+        cfg["users"][0]["user"] = {"token": token}
+        dest.write_text(yaml.safe_dump(cfg))
+        dest.chmod(0o600)
+        return dest, f"system:serviceaccount:{ns}:{sa}"
+
     # ------------------------------------------------------------------ controller stand-ins
 
     def rolled_out(self, kind: str, name: str, namespace: str | None = None) -> None:
@@ -127,9 +161,18 @@ class KubeCluster:
 
     def rollout_failed(self, kind: str, name: str, namespace: str | None = None,
                        message: str = "") -> None:
-        """The rollout failed (Deployment: ProgressDeadlineExceeded). Emulator only."""
-        server = self.require_emulator("a failed rollout cannot be forced on a real cluster")
-        server.mark_rollout_failed(kind, name, namespace or self.namespace, message)
+        """The rollout failed (Deployment: ProgressDeadlineExceeded): marked so by the
+        emulator; on a real cluster waited for, so the Deployment must be built to fail (a
+        readiness probe that never passes and a short ``progressDeadlineSeconds``)."""
+        ns = namespace or self.namespace
+        if self.server is not None:
+            self.server.mark_rollout_failed(kind, name, ns, message)
+            return
+        jsonpath = '{.status.conditions[?(@.type=="Progressing")].reason}'
+        result = self.kubectl("wait", f"--for=jsonpath={jsonpath}=ProgressDeadlineExceeded",
+                              f"{kind}/{name}", "-n", ns, f"--timeout={_WAIT}", timeout=180)
+        if result.returncode != 0:
+            raise AssertionError(f"{kind}/{name} never exceeded its deadline: {result.stderr}")
 
     def job_complete(self, name: str, namespace: str | None = None) -> None:
         ns = namespace or self.namespace
@@ -151,6 +194,17 @@ class KubeCluster:
                               f"--timeout={_WAIT}", timeout=180)
         if result.returncode != 0:
             raise AssertionError(f"{what} never became {condition}: {result.stderr}")
+
+
+_READY_NODE: dict[str, bool] = {}
+
+
+def _has_ready_node(kubeconfig: str, context: str) -> bool:
+    """Asked once per run: a control plane without nodes gets a node stand-in per test."""
+    key = os.environ.get(ENV_KUBECONFIG, "")
+    if key not in _READY_NODE:
+        _READY_NODE[key] = has_ready_node(kubeconfig, context)
+    return _READY_NODE[key]
 
 
 def _unique_namespace(node_name: str) -> str:
@@ -207,9 +261,14 @@ def kube(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
         created = cluster.kubectl("create", "namespace", namespace)
         if created.returncode != 0:
             raise RuntimeError(f"cannot create namespace {namespace}: {created.stderr}")
+        standin = None
+        if not _has_ready_node(str(kubeconfig), context):
+            standin = NodeStandIn(str(kubeconfig), context, namespace).start()
         try:
             yield cluster
         finally:
+            if standin is not None:
+                standin.stop()
             cluster.kubectl("delete", "namespace", namespace, "--wait=false",
                             "--ignore-not-found")
         return

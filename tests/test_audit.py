@@ -19,7 +19,7 @@ import pytest
 from conftest import GitRepo, git
 
 from gitops_push import audit
-from gitops_push.audit import SecretInRecord, SpoolUnwritable, Trail
+from gitops_push.audit import SpoolUnwritable, Trail
 from gitops_push.config import AuditSettings
 from gitops_push.errors import AuditError, ExitCode, UserError
 from gitops_push.git import Repo
@@ -563,18 +563,22 @@ def test_status_counts_spool_and_interrupted(g: GitRepo, tmp_path: Path) -> None
 
 
 # -- secrets ---------------------------------------------------------------------------------
-def test_scrub_refuses_a_record_with_a_secret_and_never_echoes_it(g: GitRepo) -> None:
+def test_a_record_quoting_a_secret_is_stored_redacted_never_dropped(g: GitRepo) -> None:
     secret = "hunter2-s3cr3t"
     rec = record("20260101T000000Z-00000001",
                  stacks=[{"name": "app", "error": f"login failed with password {secret}"}])
-    with pytest.raises(SecretInRecord) as exc:
-        audit.scrub(rec, [secret, "ab"])
-    assert "stacks[0].error" in exc.value.message and secret not in exc.value.message
-    audit.scrub(rec, ["ab", ""])  # too short to mean anything: not checked
-    t = trail(g, secrets=[secret])
-    with pytest.raises(SecretInRecord):
-        t.append(rec)
-    assert t.records() == [] and t.spooled() == []
+    clean = audit.scrub(rec, {secret: "$DB_PASSWORD", "ab": "$SHORT"})
+    assert clean["stacks"][0]["error"] == ("login failed with password "
+                                           "(redacted: $DB_PASSWORD)")
+    assert clean["redactions"] == [{"field": "stacks[0].error", "secret": "$DB_PASSWORD"}]
+    assert audit.scrub(rec, ["ab", ""]) == rec  # too short to mean anything: not replaced
+    t = trail(g, secrets={secret: "$DB_PASSWORD"})
+    assert t.append(rec).pushed
+    stored = t.records()
+    assert len(stored) == 1 and stored[0]["redactions"][0]["secret"] == "$DB_PASSWORD"
+    assert "(redacted: $DB_PASSWORD)" in stored[0]["stacks"][0]["error"]
+    history = g.git("log", "-p", "--all", "--format=%B")
+    assert secret not in history and t.verify().ok
 
 
 # -- no origin -------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from gitops_push.errors import ConfigError, GitopsPushError, ToolError, UserErro
 from gitops_push.schema import Section
 
 LABEL = "gitops-push.io/stack"
+PROJECT = "gitops-push.io/project"
+INVENTORY = "gitops-push-inventory.team-a.web"  # the Deployer's project and stack
 PAUSE = "registry.k8s.io/pause:3.10"
 
 
@@ -77,6 +79,7 @@ class Deployer:
     settings_text: str = ""
     lines: list[str] = field(default_factory=list)
     force_conflicts: bool = False
+    project: str = "team-a"
     on_line_hook: Callable[[str], None] | None = None
     engine: k8s.KubernetesEngine = field(default_factory=k8s.KubernetesEngine)
 
@@ -104,7 +107,8 @@ class Deployer:
         work.mkdir(parents=True, exist_ok=True)
         return EngineContext(repo_root=self.root / "repo", stack_dir=self.root / "repo" / self.path,
                              env=self.env, phase=phase, work_dir=work, on_line=on_line,
-                             force_conflicts=self.force_conflicts)
+                             force_conflicts=self.force_conflicts,
+                             extra={"project": self.project})
 
     def lint(self) -> LintResult:
         return self.engine.lint(self.stack, self.ctx("plan"))
@@ -163,7 +167,7 @@ def test_first_apply_creates_labelled_objects_and_an_inventory(deployer: Deploye
     for kind, name in (("configmap", "cfg"), ("deployment", "web")):
         live = kube.get(kind, name)
         assert live is not None and live["metadata"]["labels"][LABEL] == "web"
-    inventory = kube.get("configmap", "gitops-push-inventory-web")
+    inventory = kube.get("configmap", INVENTORY)
     assert inventory is not None
     refs = json.loads(inventory["data"]["objects"])
     assert {(r["kind"], r["name"]) for r in refs} == {("ConfigMap", "cfg"), ("Deployment", "web")}
@@ -211,7 +215,7 @@ def test_an_object_removed_from_git_is_pruned_and_unrelated_objects_are_untouche
     assert kube.get("configmap", "keep") is not None
     assert kube.get("configmap", "unrelated") is not None
     assert kube.get("configmap", "labelled-by-hand") is not None
-    inventory = json.loads(kube.get("configmap", "gitops-push-inventory-web")["data"]["objects"])
+    inventory = json.loads(kube.get("configmap", INVENTORY)["data"]["objects"])
     assert [r["name"] for r in inventory] == ["keep"]
 
 
@@ -224,6 +228,97 @@ def test_an_object_that_lost_the_stack_label_is_not_pruned(deployer: Deployer, k
     plan, _ = deployer.apply()
     assert f"ConfigMap/{kube.namespace}/adopted" not in actions(plan)
     assert kube.get("configmap", "adopted") is not None
+
+
+# -- projects: one cluster, many repositories ----------------------------------------
+
+def test_two_projects_with_a_stack_of_the_same_name_keep_their_objects(
+        tmp_path: Path, kube: Any) -> None:
+    """Found on a real API server: stack 'app' of a second repository pruned the first's."""
+    env = {**base_env(), **kube.env}
+    settings = f"context: {kube.context}\nnamespace: {kube.namespace}\nwait: false\n"
+    a = Deployer(tmp_path / "a", env, name="app", project="team-a", settings_text=settings)
+    b = Deployer(tmp_path / "b", env, name="app", project="team-b", settings_text=settings)
+    a.write({"cm.yaml": docs(configmap("team-a-settings"))})
+    b.write({"cm.yaml": docs(configmap("team-b-settings"))})
+    ns = kube.namespace
+    for d in (a, b, a, b):
+        plan, _ = d.apply()
+    for d, own in ((a, "team-a-settings"), (b, "team-b-settings")):
+        plan = d.plan()
+        assert actions(plan) == {f"ConfigMap/{ns}/{own}": "no-op"}
+        assert not d.drift().drifted
+    live = kube.get("configmap", "team-a-settings")
+    assert live["metadata"]["labels"][PROJECT] == "team-a"
+    assert kube.get("configmap", "team-b-settings")["metadata"]["labels"][PROJECT] == "team-b"
+    assert kube.get("configmap", "gitops-push-inventory.team-b.app") is not None
+    # b's stack loses its object: only b's is pruned
+    b.write({"cm.yaml": docs(configmap("team-b-other"))})
+    plan, _ = b.apply()
+    assert actions(plan)[f"ConfigMap/{ns}/team-b-settings"] == "prune"
+    assert kube.get("configmap", "team-a-settings") is not None
+    assert kube.get("configmap", "team-b-settings") is None
+
+
+def test_an_object_another_project_owns_stops_the_stack_naming_both_owners(
+        tmp_path: Path, kube: Any) -> None:
+    env = {**base_env(), **kube.env}
+    settings = f"context: {kube.context}\nnamespace: {kube.namespace}\nwait: false\n"
+    a = Deployer(tmp_path / "a", env, name="app", project="team-a", settings_text=settings)
+    b = Deployer(tmp_path / "b", env, name="web", project="team-b", settings_text=settings)
+    a.write({"cm.yaml": docs(configmap("shared", {"owner": "a"}))})
+    b.write({"cm.yaml": docs(configmap("shared", {"owner": "b"}), configmap("mine"))})
+    a.apply()
+    for run in (b.plan, b.drift):
+        with pytest.raises(UserError) as info:
+            run()
+        assert info.value.message == (
+            f"stack 'web' of project 'team-b': ConfigMap/{kube.namespace}/shared belongs to "
+            "stack 'app' of project 'team-a'. gitops-push never adopts, changes or prunes "
+            "another project's objects: remove the object from one of them, or give both "
+            "repositories the same project: key if they really are one project")
+    assert kube.get("configmap", "shared")["data"] == {"owner": "a"}
+    assert kube.get("configmap", "mine") is None
+
+
+def test_a_stack_applied_before_projects_existed_migrates_its_inventory(
+        deployer: Deployer, kube: Any) -> None:
+    """An inventory and labels from before projects: adopted, then pruned from as before."""
+    deployer.settings_text += "wait: false\n"
+    ns = kube.namespace
+    old = [configmap("keep"), configmap("gone")]
+    for body in old:
+        body["metadata"]["labels"] = {LABEL: "web"}
+    kube.apply(old)
+    refs = [{"group": "", "kind": "ConfigMap", "namespace": ns, "name": n}
+            for n in ("gone", "keep")]
+    legacy = configmap("gitops-push-inventory-web", {"objects": json.dumps(refs)})
+    legacy["metadata"]["labels"] = {"gitops-push.io/inventory": "web"}
+    kube.apply(legacy)
+    deployer.write({"a.yaml": docs(configmap("keep"))})
+    plan, _ = deployer.apply()
+    assert actions(plan) == {f"ConfigMap/{ns}/keep": "update", f"ConfigMap/{ns}/gone": "prune"}
+    assert kube.get("configmap", "gone") is None
+    assert kube.get("configmap", "keep")["metadata"]["labels"][PROJECT] == "team-a"
+    assert kube.get("configmap", "gitops-push-inventory-web") is None
+    inventory = kube.get("configmap", INVENTORY)
+    assert [r["name"] for r in json.loads(inventory["data"]["objects"])] == ["keep"]
+    assert inventory["metadata"]["labels"][PROJECT] == "team-a"
+    assert not deployer.plan().has_changes
+
+
+def test_a_configmap_value_is_no_secret_and_never_masks_a_name(deployer: Deployer, kube: Any
+                                                               ) -> None:
+    """Found on a real API server: ConfigMap data was redacted like a Secret's, so the name
+    ``team-a-settings`` (data ``owner: team-a``) came back as ``(sensitive)-settings``, a
+    stray of the stack right after a successful apply."""
+    deployer.settings_text += "wait: false\n"
+    deployer.write({"cm.yaml": docs(configmap("team-a-settings", {"owner": "team-a"}))})
+    deployer.apply()
+    drift = deployer.drift()
+    assert not drift.drifted, drift.items
+    assert not deployer.plan().has_changes
+    assert not any("(sensitive)" in line for line in deployer.lines)
 
 
 def test_client_side_apply_works_too(deployer: Deployer, kube: Any) -> None:
@@ -353,22 +448,51 @@ def test_manual_edit_delete_and_extra_labelled_object_are_drift_and_apply_restor
     assert not deployer.drift().drifted
     kube.kubectl("patch", "configmap", "edited", "--type=merge", "-p",
                  '{"data": {"a": "by-hand"}}', check=True)
+    kube.kubectl("label", "configmap", "edited", "team=by-hand", check=True)
     kube.kubectl("delete", "configmap", "deleted", check=True)
     extra = configmap("extra")
-    extra["metadata"]["labels"] = {LABEL: "web"}
+    extra["metadata"]["labels"] = {LABEL: "web", PROJECT: "team-a"}
     kube.apply(extra)
+    other = configmap("other-projects")  # the same stack name in another repository
+    other["metadata"]["labels"] = {LABEL: "web", PROJECT: "team-b"}
+    kube.apply(other)
     ns = kube.namespace
     drift = deployer.drift()
     items = {(i.address, i.kind): i.fields for i in drift.items}
     assert items == {(f"ConfigMap/{ns}/edited", "changed"): ("data.a",),
                      (f"ConfigMap/{ns}/deleted", "deleted"): (),
                      (f"ConfigMap/{ns}/extra", "extra"): ()}
-    deployer.force_conflicts = True  # the hand edit took ownership of data.a
-    deployer.apply()
-    assert kube.get("configmap", "edited")["data"] == {"a": "1"}
+    # git wins for the fields it declares: no --force-conflicts needed, and the plan says
+    # what is taken back from whom (the hand edit made kubectl-patch a field manager)
+    plan, _ = deployer.apply()
+    assert f"ConfigMap/{ns}/edited: takes .data.a back from kubectl-patch" in plan.notes
+    edited = kube.get("configmap", "edited")
+    assert edited["data"] == {"a": "1"}
+    assert edited["metadata"]["labels"]["team"] == "by-hand"  # not declared: left alone
     assert kube.get("configmap", "deleted") is not None
     assert [(i.address, i.kind) for i in deployer.drift().items] == [
         (f"ConfigMap/{ns}/extra", "extra")]
+    assert not deployer.plan().notes
+
+
+def test_conflicts_fail_stops_at_a_field_another_manager_owns(deployer: Deployer, kube: Any
+                                                              ) -> None:
+    deployer.settings_text += "wait: false\nconflicts: fail\n"
+    deployer.write({"a.yaml": docs(configmap("cfg", {"a": "1"}))})
+    deployer.apply()
+    kube.kubectl("patch", "configmap", "cfg", "--type=merge", "-p", '{"data": {"a": "2"}}',
+                 check=True)
+    with pytest.raises(ToolError) as info:
+        deployer.plan()
+    assert info.value.message.startswith(f"stack 'web': ConfigMap/{kube.namespace}/cfg: "
+                                         "conflict with another field manager: ")
+    assert '.data.a (owned by field manager "kubectl-patch")' in info.value.message
+    assert "conflicts: fail" in info.value.message
+    assert kube.get("configmap", "cfg")["data"] == {"a": "2"}
+    deployer.force_conflicts = True  # the strict stack still takes over when told to
+    plan, _ = deployer.apply()
+    assert f"ConfigMap/{kube.namespace}/cfg: takes .data.a back from kubectl-patch" in plan.notes
+    assert kube.get("configmap", "cfg")["data"] == {"a": "1"}
 
 
 def test_ignore_differences_leaves_replicas_to_the_autoscaler(deployer: Deployer, kube: Any
@@ -410,20 +534,49 @@ def test_apply_waits_for_deployments_and_jobs(deployer: Deployer, kube: Any) -> 
 
 def test_a_failed_rollout_fails_the_stack_naming_the_condition(deployer: Deployer, kube: Any
                                                                ) -> None:
-    kube.require_emulator("ProgressDeadlineExceeded cannot be forced on a real cluster")
+    """On a real cluster the Deployment's pod never becomes Ready (its readiness probe
+    fails) and the real controller gives up after progressDeadlineSeconds."""
     ns = kube.namespace
 
     def controller(line: str) -> None:
-        if line.startswith(f"waiting for Deployment.apps/{ns}/web"):
+        if kube.emulated and line.startswith(f"waiting for Deployment.apps/{ns}/web"):
             kube.rollout_failed("deployment", "web")
 
     deployer.on_line_hook = controller
-    deployer.write({"app.yaml": docs(deployment("web"), configmap("cfg"))})
+    stuck = deployment("web", progressDeadlineSeconds=2)
+    stuck["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "exec": {"command": ["/does-not-exist"]}, "periodSeconds": 1}
+    deployer.settings_text = deployer.settings_text.replace("20s", "90s")
+    deployer.write({"app.yaml": docs(stuck, configmap("cfg"))})
     with pytest.raises(ToolError) as info:
         deployer.apply()
     message = info.value.message
     assert message.startswith(f"stack 'web': Deployment.apps/{ns}/web: rollout failed: ")
     assert "Progressing=False ProgressDeadlineExceeded" in message
+
+
+def test_a_job_whose_command_fails_fails_the_stack(deployer: Deployer, kube: Any) -> None:
+    """On a real control plane without nodes the node stand-in fails the pod (its command is
+    ``false``) and the real Job controller marks the Job Failed; the emulator is told."""
+    ns = kube.namespace
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
+           "spec": {"backoffLimit": 0, "template": {"spec": {
+               "restartPolicy": "Never",
+               "containers": [{"name": "false", "image": "busybox:1.36",
+                               "command": ["false"]}]}}}}
+
+    def controller(line: str) -> None:
+        if kube.emulated and line.startswith(f"waiting for Job.batch/{ns}/migrate"):
+            kube.job_failed("migrate")
+
+    deployer.on_line_hook = controller
+    deployer.settings_text = deployer.settings_text.replace("20s", "150s")
+    deployer.write({"job.yaml": docs(job)})
+    with pytest.raises(ToolError) as info:
+        deployer.apply()
+    # a real Job controller (1.31+) sets FailureTarget before Failed; either ends the wait
+    assert info.value.message.startswith(f"stack 'web': Job.batch/{ns}/migrate: rollout failed: ")
+    assert "=True BackoffLimitExceeded" in info.value.message
 
 
 def test_a_rollout_that_never_finishes_times_out(deployer: Deployer, kube: Any) -> None:
@@ -440,10 +593,21 @@ def test_a_rollout_that_never_finishes_times_out(deployer: Deployer, kube: Any) 
 
 # -- conflicts and errors ---------------------------------------------------------------
 
-def test_a_field_owned_by_another_manager_is_a_clear_conflict_unless_forced(
+def test_a_field_owned_by_another_manager_is_taken_over_and_named(
         deployer: Deployer, kube: Any) -> None:
-    kube.apply(configmap("cfg", {"a": "theirs"}), field_manager="someone-else")
+    kube.apply(configmap("cfg", {"a": "theirs", "b": "theirs"}), field_manager="someone-else")
     deployer.write({"cfg.yaml": docs(configmap("cfg", {"a": "ours"}))})
+    plan = deployer.plan()
+    assert plan.notes == (f"ConfigMap/{kube.namespace}/cfg: takes .data.a back from "
+                          "someone-else",)
+    deployer.apply()
+    live = kube.get("configmap", "cfg")
+    assert live["data"] == {"a": "ours", "b": "theirs"}  # b is not git's: left alone
+    owners = {m["manager"] for m in live["metadata"]["managedFields"]
+              if '"f:a"' in json.dumps(m.get("fieldsV1", {}))}
+    assert owners == {"gitops-push"}
+    deployer.settings_text += "conflicts: fail\n"
+    kube.apply(configmap("cfg", {"a": "theirs"}), field_manager="someone-else", force=True)
     with pytest.raises(ToolError) as info:
         deployer.plan()
     message = info.value.message
@@ -451,13 +615,6 @@ def test_a_field_owned_by_another_manager_is_a_clear_conflict_unless_forced(
                               "another field manager: ")
     assert '.data.a (owned by field manager "someone-else")' in message
     assert "--force-conflicts" in message
-    deployer.force_conflicts = True
-    deployer.apply()
-    live = kube.get("configmap", "cfg")
-    assert live["data"] == {"a": "ours"}
-    owners = {m["manager"] for m in live["metadata"]["managedFields"]
-              if "f:a" in json.dumps(m.get("fieldsV1", {}))}
-    assert owners == {"gitops-push"}
 
 
 def edited_kubeconfig(kube: Any, tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
@@ -516,17 +673,19 @@ def test_rejected_credentials_and_a_missing_context_are_clear_errors(
 
 def test_forbidden_stops_the_stack_before_anything_is_applied(deployer: Deployer, kube: Any
                                                               ) -> None:
-    server = kube.require_emulator("needs an identity without RBAC rights; deny() stands in")
     deployer.settings_text += "wait: false\n"
     deployer.write({"app.yaml": docs(configmap("cfg"), deployment("web"))})
     deployer.plan()
+    limited, user = kube.identity_without("patch", "deployments", "apps",
+                                          deployer.root / "limited-kubeconfig")
+    deployer.env["KUBECONFIG"] = str(limited)  # the apply job's identity
     ctx = deployer.ctx("apply")
     plan = deployer.engine.load_plan(deployer.stack, ctx, ctx.work_dir)
-    server.deny("patch", "deployments", kube.namespace)
     with pytest.raises(ToolError) as info:
         deployer.engine.apply(deployer.stack, ctx, plan)
     assert info.value.message.startswith(
-        f"stack 'web': Deployment.apps/{kube.namespace}/web: forbidden (403, RBAC): User ")
+        f"stack 'web': Deployment.apps/{kube.namespace}/web: forbidden (403, RBAC): "
+        f'User "{user}" ')
     assert 'cannot patch resource "deployments"' in info.value.message
     assert kube.get("configmap", "cfg") is None  # ordered first, yet never applied
 
@@ -808,7 +967,7 @@ def test_a_destroy_plan_deletes_everything_the_stack_applied(deployer: Deployer,
     deployer.engine.apply(deployer.stack, ctx, deployer.engine.load_plan(
         deployer.stack, ctx, ctx.work_dir))
     assert kube.get("configmap", "a") is None and kube.get("configmap", "b") is None
-    assert kube.get("configmap", "gitops-push-inventory-web") is None
+    assert kube.get("configmap", INVENTORY) is None
     assert kube.get("configmap", "unrelated") is not None
 
 
@@ -841,7 +1000,8 @@ def test_check_names_how_to_install_kubectl(tmp_path: Path) -> None:
      'current server API group list: Get \\"https://127.0.0.1:1/api?timeout=32s\\": dial tcp '
      '127.0.0.1:1: connect: connection refused"\nThe connection to the server 127.0.0.1:1 was '
      'refused - did you specify the right host or port?',
-     "cannot reach the Kubernetes API server at 127.0.0.1:1: "),
+     "cannot reach the Kubernetes API server at 127.0.0.1:1: dial tcp 127.0.0.1:1: connect: "
+     "connection refused"),
     ("error: You must be logged in to the server (Unauthorized)",
      "the API server rejected the credentials (401 Unauthorized)"),
     ('Error from server (Forbidden): configmaps "a" is forbidden: User "ci" cannot patch '
@@ -856,6 +1016,8 @@ def test_check_names_how_to_install_kubectl(tmp_path: Path) -> None:
      'or equal to 0', "invalid object: spec.replicas: Invalid value: -1"),
     ("error: context was not found for specified context: prod",
      "the kubeconfig has no such context (prod)"),
+    ("error: current-context must exist in order to minify",
+     "no cluster configured: the kubeconfig has no current context; set kubeconfig_env"),
     ("error: something new", "something new"),
 ])
 def test_kubectl_failures_are_explained_in_one_sentence(output: str, expected: str) -> None:
@@ -908,7 +1070,36 @@ def test_rollout_status_rules() -> None:
 
 
 def test_inventory_names_are_valid_and_unique() -> None:
-    assert k8s.inventory_name("web") == "gitops-push-inventory-web"
-    a, b = k8s.inventory_name("a_b"), k8s.inventory_name("a-b")
-    assert a != b and a.startswith("gitops-push-inventory-a-b-")
+    assert k8s.inventory_name("team-a", "web") == INVENTORY
+    a, b = k8s.inventory_name("p", "a_b"), k8s.inventory_name("p", "a-b")
+    assert a != b and a.startswith("gitops-push-inventory.p.a-b-")
+    # project and stack cannot run into each other, nor into a name from before projects
+    assert k8s.inventory_name("a-b", "c") != k8s.inventory_name("a", "b-c")
+    assert k8s.legacy_inventory_name("web") == "gitops-push-inventory-web"
+    assert k8s.legacy_inventory_name("p.web") != k8s.inventory_name("p", "web")
 
+
+
+def test_fields_taken_over_come_from_the_servers_managed_fields() -> None:
+    from gitops_push.engines._k8s_owners import taken_over, takeover_notes
+
+    def obj(*entries: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"metadata": {"managedFields": [
+            {"manager": m, "operation": "Update", "fieldsV1": f} for m, f in entries]}}
+
+    container = {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+        'k:{"name":"web"}': {".": {}, "f:image": {}}}}}}}
+    live = obj(("gitops-push", {"f:data": {"f:a": {}}}),
+               ("kubectl-patch", {"f:data": {"f:greeting": {}}}),
+               ("kubectl-label", {"f:metadata": {"f:labels": {"f:team": {}}}}),
+               ("kubectl-edit", container))
+    merged = obj(("gitops-push", {"f:data": {"f:a": {}, "f:greeting": {}}}),
+                 ("kubectl-label", {"f:metadata": {"f:labels": {"f:team": {}}}}),
+                 ("kubectl-edit", {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                     'k:{"name":"web"}': {".": {}}}}}}}))
+    taken = taken_over(live, merged, "gitops-push")
+    assert taken == {"kubectl-edit": (".spec.template.spec.containers[name=web].image",),
+                     "kubectl-patch": (".data.greeting",)}
+    assert takeover_notes("ConfigMap/ns/cm", {"kubectl-patch": (".data.greeting",)}) == [
+        "ConfigMap/ns/cm: takes .data.greeting back from kubectl-patch"]
+    assert taken_over(None, merged, "gitops-push") == {}

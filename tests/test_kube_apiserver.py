@@ -318,7 +318,11 @@ def test_status_of_a_rollout_is_kept_apart_from_spec(kube: KubeCluster) -> None:
 
 
 def test_failed_rollout_is_reported_by_kubectl(kube: KubeCluster) -> None:
-    kube.apply(_deployment("web"))
+    stuck = _deployment("web")  # a real cluster gives up on it after two seconds
+    stuck["spec"]["progressDeadlineSeconds"] = 2
+    stuck["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "exec": {"command": ["/does-not-exist"]}, "periodSeconds": 1}
+    kube.apply(stuck)
     kube.rollout_failed("deployment", "web")
     result = kube.kubectl("rollout", "status", "deployment/web", "--timeout=5s")
     assert result.returncode != 0
@@ -346,29 +350,37 @@ def test_auto_rollout(kube: KubeCluster) -> None:
 
 
 def test_wrong_token_is_unauthorized(kube: KubeCluster) -> None:
-    kube.require_emulator("needs a server whose tokens the test controls")
-    cold = kube.kubectl("get", "configmaps", "--token=wrong")  # fails in discovery already
+    # only the wrong token: a real cluster would accept the admin's client certificate
+    cfg = yaml.safe_load(kube.kubeconfig.read_text())
+    cfg["users"][0]["user"] = {"token": "wrong"}
+    wrong = kube.kubeconfig.with_name("wrong-token")
+    wrong.write_text(yaml.safe_dump(cfg))
+    cold = kube.kubectl(f"--kubeconfig={wrong}", "get", "configmaps")  # fails in discovery
     assert cold.returncode != 0
     assert "You must be logged in to the server" in cold.stderr
     assert kube.kubectl("get", "configmaps").returncode == 0  # warms the discovery cache
-    warm = kube.kubectl("get", "configmaps", "--token=wrong")
+    warm = kube.kubectl(f"--kubeconfig={wrong}", "get", "configmaps")
     assert warm.returncode != 0
     assert "error: You must be logged in to the server (Unauthorized)" in warm.stderr
 
 
 def test_denied_verb_is_forbidden(kube: KubeCluster) -> None:
-    server = kube.require_emulator("RBAC of a real cluster is not the test's to change")
-    server.deny("patch", "deployments", kube.namespace)
-    result = kube.kubectl("apply", "--server-side", "-f", "-", input=_yaml(_deployment("web")))
+    path, user = kube.identity_without("patch", "deployments", "apps",
+                                       kube.kubeconfig.with_name("limited"))
+
+    def as_limited(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return kube.kubectl(f"--kubeconfig={path}", *args, input=input)
+
+    result = as_limited("apply", "--server-side", "-f", "-", input=_yaml(_deployment("web")))
     assert result.returncode != 0
     assert "forbidden" in result.stderr
-    assert (f'User "test-user" cannot patch resource "deployments" in API group "apps" '
+    assert (f'User "{user}" cannot patch resource "deployments" in API group "apps" '
             f'in the namespace "{kube.namespace}"') in result.stderr
-    allowed = kube.kubectl("get", "deployments")
+    allowed = as_limited("get", "deployments")
     assert allowed.returncode == 0, allowed.stderr
-    can_patch = kube.kubectl("auth", "can-i", "patch", "deployments")  # SelfSubjectAccessReview
+    can_patch = as_limited("auth", "can-i", "patch", "deployments")  # SelfSubjectAccessReview
     assert (can_patch.returncode, can_patch.stdout.split()[0]) == (1, "no")
-    can_get = kube.kubectl("auth", "can-i", "get", "deployments")
+    can_get = as_limited("auth", "can-i", "get", "deployments")
     assert (can_get.returncode, can_get.stdout.strip()) == (0, "yes")
 
 

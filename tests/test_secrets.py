@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ import pytest
 import yaml
 from conftest import GitRepo
 from fixtures_kube import KubeCluster
+
+from gitops_push.audit_record import RUNNER_REDACTION
 
 TF_SECRET = "tf-Sup3r-Secret-Passw0rd"
 K8S_SECRET = "k8s-Very-Secret-Api-Key"
@@ -63,9 +66,33 @@ def client_key_pair() -> tuple[str, str]:
                               serialization.NoEncryption()).decode())
 
 
+def service_account_token(kube: KubeCluster) -> str:
+    """A credential the cluster accepts: on a real cluster a ServiceAccount token
+    (``kubectl create token``) with admin rights in the test namespace; on the emulator
+    its bearer token."""
+    if kube.emulated:
+        token = yaml.safe_load(kube.kubeconfig.read_text())["users"][0]["user"]["token"]
+        return str(token)
+    ns = kube.namespace
+    kube.kubectl("create", "serviceaccount", "deployer", "-n", ns, check=True)
+    kube.kubectl("create", "rolebinding", "deployer-admin", "--clusterrole=admin",
+                 f"--serviceaccount={ns}:deployer", "-n", ns, check=True)
+    return kube.kubectl("create", "token", "deployer", "-n", ns, "--duration=1h",
+                        check=True).stdout.strip()
+
+
 def secret_kubeconfig(kube: KubeCluster, dest: Path) -> tuple[str, list[str]]:
-    """The fixture's kubeconfig plus a client certificate and key: (path, secret strings)."""
+    """The fixture's kubeconfig with credentials to grep for: (path, secret strings).
+
+    On the emulator, a client certificate and key added next to its token; on a real
+    cluster, whose CA never signed such a certificate, a ServiceAccount token it accepts.
+    """
     cfg = yaml.safe_load(kube.kubeconfig.read_text())
+    if not kube.emulated:
+        cfg["users"][0]["user"] = {"token": service_account_token(kube)}
+        dest.write_text(yaml.safe_dump(cfg))
+        dest.chmod(0o600)
+        return str(dest), [cfg["users"][0]["user"]["token"]]
     cert, key = client_key_pair()
     user = cfg["users"][0]["user"]
     user["client-certificate-data"] = base64.b64encode(cert.encode()).decode()
@@ -143,3 +170,65 @@ def test_no_secret_reaches_any_output_file_or_record(
     assert all(k.encode() in Path(kubeconfig).read_bytes() for k in kube_secrets[:1])
     assert kube.get("Secret", "api", kube.namespace) is not None
     assert "db" in records and "applied" in records
+
+
+QUOTER_TF = """variable "token" {
+  type = string
+}
+
+resource "terraform_data" "x" {
+  input = file(var.token)
+}
+"""
+
+
+@pytest.mark.slow
+def test_a_failure_quoting_a_real_credential_is_recorded_redacted(
+        make_repo: Callable[..., GitRepo], kube: KubeCluster, tmp_path: Path) -> None:
+    """Terraform's error quotes the credential (``no file exists at "<token>"``): the run's
+    record is stored anyway, says it was redacted, and no byte written holds the token."""
+    token = service_account_token(kube)
+    cfg = yaml.safe_load(kube.kubeconfig.read_text())
+    cfg["users"][0]["user"] = {"token": token}
+    kubeconfig = tmp_path / "deployer.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(cfg))
+    config = ("version: 1\nstacks:\n"
+              "  - name: quoter\n    path: quoter\n    type: terraform\n"
+              "    credentials:\n      plan:\n        env: {TF_VAR_token: DEPLOY_TOKEN}\n"
+              "      apply:\n        env: {TF_VAR_token: DEPLOY_TOKEN}\n"
+              "  - name: app\n    path: app\n    type: kubernetes\n"
+              "    kubernetes:\n      kubeconfig_env: APP_KUBECONFIG\n"
+              f"      namespace: {kube.namespace}\n      wait: false\n")
+    r = make_repo({".gitignore": "*.tfstate*\n.terraform*\n", "gitops-push.yaml": config,
+                   "quoter/main.tf": QUOTER_TF,
+                   "app/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n"
+                                  "data:\n  a: '1'\n"})
+    spool = tmp_path / "spool"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KUBE")},
+           "DEPLOY_TOKEN": token, "APP_KUBECONFIG": str(kubeconfig),
+           "KUBECACHEDIR": str(kube.cache_dir), "GITOPS_PUSH_SPOOL_DIR": str(spool)}
+    res = subprocess.run([sys.executable, "-m", "gitops_push", "-vv", "-C", str(r.path),
+                          "apply", "--all", "--output", "json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 1, res.stderr[-2000:]
+    stacks = {s["name"]: s for s in json.loads(res.stdout)["data"]["stacks"]}
+    assert stacks["app"]["result"] == "applied"  # the token is a credential the cluster takes
+    # terraform quotes the value: `no file exists at "<it>"` or, for a long token,
+    # `open <it>: file name too long`; either way it arrives as the runner's marker
+    error = stacks["quoter"]["error"]
+    assert 'Invalid value for "path" parameter' in error and "(sensitive)" in error
+    r.git("fetch", "-q", "origin", "+refs/heads/gitops-push/audit:refs/remotes/origin/audit")
+    files = r.git("ls-tree", "-r", "--name-only", "origin/audit").split()
+    records = [json.loads(line) for f in files
+               for line in r.git("show", f"origin/audit:{f}").splitlines() if line.strip()]
+    finished = [rec for rec in records if rec.get("phase") == "finished"]
+    assert len(finished) == 1
+    index, quoter = next((i, s) for i, s in enumerate(finished[0]["stacks"])
+                         if s["name"] == "quoter")
+    assert "(sensitive)" in quoter["error"]
+    assert {"field": f"stacks[{index}].error",
+            "secret": RUNNER_REDACTION} in finished[0]["redactions"]
+    written = [res.stdout.encode(), res.stderr.encode(),
+               r.git("log", "-p", "--all", "--format=%B").encode()]
+    written += [f.read_bytes() for f in spool.rglob("*") if f.is_file()] if spool.exists() else []
+    assert not any(token.encode() in w for w in written)

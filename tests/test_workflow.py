@@ -13,7 +13,7 @@ from conftest import GitRepo
 
 from gitops_push import config
 from gitops_push.cli import run
-from gitops_push.workflow import phase_env
+from gitops_push.workflow import phase_env, phase_secrets
 
 CREDS = """version: 1
 stacks:
@@ -51,6 +51,26 @@ def test_apply_gets_only_the_apply_credentials() -> None:
     assert env["TF_VAR_db_password"] == "s3cr3t-value"
     assert "s3cr3t-value" in secrets
     assert "GITHUB_TOKEN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_secrets_are_credentials_and_env_values_never_a_kubeconfig_path() -> None:
+    """A kubeconfig path, a cache directory or a namespace is not a secret: masking one
+    masked parts of object names (issue 11). The kubeconfig's credentials are."""
+    cfg = config.parse(
+        "version: 1\nstacks:\n  - name: app\n    path: app\n    type: kubernetes\n"
+        "    kubernetes:\n      kubeconfig_env: APP_KUBECONFIG\n      env: [AWS_PROFILE]\n"
+        "    credentials:\n      apply:\n        env: {KUBECONFIG: DEPLOY_KUBECONFIG,"
+        " API_TOKEN: DEPLOY_TOKEN}\n")
+    environ = {"PATH": "/usr/bin", "APP_KUBECONFIG": "/ci/team-b/kubeconfig",
+               "KUBECONFIG": "/home/ci/.kube/config", "KUBECACHEDIR": "/tmp/team-b",
+               "DEPLOY_KUBECONFIG": "/ci/deploy/kubeconfig", "DEPLOY_TOKEN": "tok-0123456789",
+               "AWS_PROFILE": "deployer-profile"}
+    s = cfg.stacks[0].stack
+    assert phase_secrets(s, "plan", environ) == {"deployer-profile": "$AWS_PROFILE"}
+    env, values = phase_env(s, "apply", environ)
+    assert env["KUBECONFIG"] == "/ci/deploy/kubeconfig" and env["API_TOKEN"] == "tok-0123456789"
+    assert set(values) == {"deployer-profile", "tok-0123456789"}
+    assert phase_secrets(s, "apply", environ)["tok-0123456789"] == "$DEPLOY_TOKEN"
 
 
 def test_drift_uses_the_plan_credentials_by_default() -> None:

@@ -24,6 +24,7 @@ import yaml
 from gitops_push import proc
 from gitops_push.engines._k8s_objects import (
     INVENTORY_LABEL,
+    PROJECT_LABEL,
     ObjRef,
     dump_yaml,
     masked_pair,
@@ -40,6 +41,7 @@ REQUEST_TIMEOUT = "60s"
 CALL_TIMEOUT = 1800.0  # one kubectl call; the CI job's own timeout is the real bound
 _KLOG = re.compile(r"^[EWIF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+\] ")
 _SECRET_USER_KEYS = ("token", "password", "client-key-data")
+_STRUCTURED = re.compile(r'^"[^"]*"\s+err="((?:[^"\\]|\\.)*)"')
 
 
 # -- credentials ---------------------------------------------------------------------
@@ -82,6 +84,14 @@ def resolve_access(*, kubeconfig: str | None, kubeconfig_env: str | None,
         paths = (Path(ctx.env["HOME"]) / ".kube" / "config",)
     else:
         paths = ()
+    if explicit is None and not any(p.is_file() for p in paths) and \
+            not ctx.env.get("KUBERNETES_SERVICE_HOST"):
+        looked = (f"KUBECONFIG ({ctx.env['KUBECONFIG']})" if ctx.env.get("KUBECONFIG")
+                  else f"{paths[0]}" if paths else "$HOME/.kube/config (HOME is not set)")
+        raise UserError(f"stack {stack!r}: no cluster configured: the stack sets neither "
+                        f"kubeconfig_env nor kubeconfig, and {looked} does not exist; set "
+                        "kubeconfig_env: <VARIABLE> in the stack's kubernetes: settings and "
+                        "put the kubeconfig's path in that variable for the job")
     secrets = [*ctx.secrets]
     for p in paths:
         secrets.extend(kubeconfig_secrets(p))
@@ -90,28 +100,54 @@ def resolve_access(*, kubeconfig: str | None, kubeconfig_env: str | None,
 
 def kubeconfig_secrets(path: Path) -> list[str]:
     """Bearer tokens, passwords and client keys in a kubeconfig: never shown anywhere."""
+    return list(kubeconfig_secret_labels(path))
+
+
+def kubeconfig_secret_labels(path: Path) -> dict[str, str]:
+    """The credentials in a kubeconfig, each with what it is (never the value):
+    tokens, passwords, client keys and certificates, auth-provider tokens and secrets."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return []
-    out: list[str] = []
+        return {}
+    out: dict[str, str] = {}
     users = data.get("users") if isinstance(data, dict) else None
     for entry in users if isinstance(users, list) else []:
         user = entry.get("user") if isinstance(entry, dict) else None
         if not isinstance(user, dict):
             continue
-        out.extend(str(user[k]) for k in _SECRET_USER_KEYS if user.get(k))
+        who = f"kubeconfig user {entry.get('name', '?')}"
+        for k in (*_SECRET_USER_KEYS, "client-certificate-data"):
+            if user.get(k):
+                out[str(user[k])] = f"{k} of {who}"
         if user.get("client-key-data"):
-            out.extend(_pem_parts(str(user["client-key-data"]), encoded=True))
+            out.update(dict.fromkeys(_pem_parts(str(user["client-key-data"]), encoded=True),
+                                     f"client-key-data of {who}"))
         for key in ("client-key", "tokenFile"):
             if isinstance(user.get(key), str):
-                out.extend(_file_secret(path.parent / user[key]))
+                out.update(dict.fromkeys(_file_secret(path.parent / user[key]),
+                                         f"{key} file of {who}"))
         provider = user.get("auth-provider")
         config = provider.get("config") if isinstance(provider, dict) else None
         if isinstance(config, dict):
-            out.extend(str(v) for k, v in config.items()
-                       if v and re.search(r"token|secret|key", str(k), re.I))
-    return out
+            out.update({str(v): f"auth-provider {k} of {who}" for k, v in config.items()
+                        if v and re.search(r"token|secret|key", str(k), re.I)})
+    return {v: label for v, label in out.items() if v}
+
+
+def kubeconfig_paths(kubeconfig: str | None, kubeconfig_env: str | None,
+                     env: Mapping[str, str], repo_root: Path) -> tuple[Path, ...]:
+    """The kubeconfig files kubectl would read, as ``resolve_access`` finds them."""
+    if kubeconfig is not None:
+        path = Path(kubeconfig)
+        return (path if path.is_absolute() else repo_root / path,)
+    if kubeconfig_env is not None:
+        return (Path(env[kubeconfig_env]),) if env.get(kubeconfig_env) else ()
+    if env.get("KUBECONFIG"):
+        return tuple(Path(p) for p in env["KUBECONFIG"].split(os.pathsep) if p)
+    if env.get("HOME"):
+        return (Path(env["HOME"]) / ".kube" / "config",)
+    return ()
 
 
 def _file_secret(path: Path) -> list[str]:
@@ -137,10 +173,16 @@ def _pem_parts(value: str, *, encoded: bool) -> list[str]:
 # -- errors --------------------------------------------------------------------------
 
 def error_lines(text: str) -> list[str]:
-    """kubectl's error lines without klog prefixes, duplicates or its apply-conflict help."""
+    """kubectl's error lines without klog prefixes, duplicates or its apply-conflict help.
+
+    Newer kubectl logs structured lines (``"Unhandled Error" err="... \\"https://...\\"
+    ..."``): the quoted ``err`` is unwrapped, so no stray quote ends a message."""
     out: list[str] = []
     for raw in text.splitlines():
         line = _KLOG.sub("", raw).strip()
+        structured = _STRUCTURED.match(line)
+        if structured:
+            line = structured.group(1).replace('\\"', '"').strip()
         if line.startswith("Please review the fields above"):
             break
         if line and line not in out:
@@ -173,7 +215,8 @@ def conflicts(text: str) -> list[tuple[str, str]]:
 
 
 # Causes about the cluster or credentials rather than one object (see explain()).
-GLOBAL_CAUSES = ("cannot reach", "the API server rejected", "the kubeconfig", "no kubeconfig")
+GLOBAL_CAUSES = ("cannot reach", "the API server rejected", "the kubeconfig", "no kubeconfig",
+                 "no cluster configured")
 
 # (what identifies the failure, what to quote from it, the message) - first match wins.
 _CAUSES: tuple[tuple[str, str, str], ...] = (
@@ -181,7 +224,12 @@ _CAUSES: tuple[tuple[str, str, str], ...] = (
      r'(?:context "|specified context: |cannot locate context )([^"\s]+)',
      "the kubeconfig has no such context ({detail})"),
     (r"no configuration has been provided|stat .*: no such file or directory", "",
-     "no kubeconfig found: set kubeconfig or kubeconfig_env for the stack, or pass KUBECONFIG"),
+     "no kubeconfig found: set kubeconfig_env (or kubeconfig) for the stack, or pass "
+     "KUBECONFIG"),
+    (r"current-context must exist|current-context is not set", "",
+     "no cluster configured: the kubeconfig has no current context; set kubeconfig_env "
+     "(a variable holding the kubeconfig path) or kubeconfig, and context if needed, in "
+     "the stack's kubernetes: settings"),
     (r"was refused|Unable to connect to the server|dial tcp|no such host|i/o timeout|"
      r"connection reset|TLS handshake timeout|context deadline exceeded",
      r"((?:dial tcp|connect:|lookup|net/http|read tcp|was refused)[^\n]*)",
@@ -213,9 +261,10 @@ def explain(text: str) -> str:
     pairs = conflicts(text)
     if "Apply failed with" in joined and pairs:
         owned = "; ".join(f'{field} (owned by field manager "{mgr}")' for mgr, field in pairs)
-        return (f"conflict with another field manager: {owned}. Run with --force-conflicts to "
-                "take these fields over, or list them in ignore_differences if that manager "
-                "should keep them")
+        return (f"conflict with another field manager: {owned}. The stack's setting "
+                "conflicts: fail stops here; run with --force-conflicts (or set conflicts: "
+                "force) to take these fields back, or list them in ignore_differences if that "
+                "manager should keep them")
     for pattern, grab, template in _CAUSES:
         if re.search(pattern, joined):
             detail = _grab(joined, grab) if grab else ""
@@ -233,8 +282,8 @@ def _grab(text: str, pattern: str) -> str:
 
 
 def _server(text: str) -> str:
-    m = re.search(r"to the server (\S+)|Get \"(https?://[^/\"]+)", text)
-    return f" at {m.group(1) or m.group(2)}" if m else ""
+    m = re.search(r"to the server (\S+)", text) or re.search(r'Get "(https?://[^/"]+)', text)
+    return f" at {m.group(1)}" if m else ""
 
 
 # -- the kubectl wrapper -------------------------------------------------------------
@@ -259,6 +308,16 @@ class Inventory:
 
     refs: frozenset[ObjRef]
     resource_version: str | None  # None: the stack has no inventory yet
+    project: str | None = None  # None: written before projects existed
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A live object found by the stack label."""
+
+    child: bool  # a controller's child (owner reference)
+    project: str | None  # its project label (None: labelled before projects existed)
 
 
 class Kubectl:
@@ -288,11 +347,13 @@ class Kubectl:
 
     def run(self, *args: str, input: bytes | None = None, stream: bool = False,
             env: Mapping[str, str] | None = None, what: ObjRef | str | None = None,
-            ok: Iterable[int] = (0,)) -> proc.Result:
+            ok: Iterable[int] = (0,), raw: bool = False) -> proc.Result:
+        """``raw`` keeps stdout unredacted in ``stdout_bytes``, for reading object identities
+        (a name is never a secret; masking part of one would name another object)."""
         result = proc.run(
             self.command(*args), env=env or self.ctx.env,
             input=input, check=False, timeout=CALL_TIMEOUT, cancel=self.ctx.cancel,
-            on_line=self.ctx.on_line if stream else None, secrets=self.secrets)
+            on_line=self.ctx.on_line if stream else None, secrets=self.secrets, keep_bytes=raw)
         if result.returncode not in tuple(ok):
             raise self.failure(result, what)
         return result
@@ -340,7 +401,9 @@ class Kubectl:
         """
         if not bodies:
             return {}
-        args = ["diff", f"--field-manager={self.field_manager}", "-f", "-"]
+        # managed fields (dropped again before comparing) say which fields apply takes over
+        args = ["diff", f"--field-manager={self.field_manager}", "--show-managed-fields",
+                "-f", "-"]
         if self.server_side:
             args.insert(1, "--server-side")
             if force:
@@ -377,17 +440,17 @@ class Kubectl:
 
     # -- reading and deleting live objects -----------------------------------------
     def labelled(self, resources: Iterable[ApiResource], namespaces: Iterable[str],
-                 label: str, value: str) -> dict[ObjRef, bool]:
-        """Live objects of these types carrying ``label=value``, in these namespaces.
-
-        The value says whether an owner reference makes it a controller's child (a
-        controller copying labels must not make its children look like strays).
-        """
+                 label: str, value: str) -> dict[ObjRef, Labelled]:
+        """Live objects of these types carrying ``label=value``, in these namespaces, with
+        their project label and whether an owner reference makes them a controller's child
+        (a controller copying labels must not make its children look like strays)."""
+        project = PROJECT_LABEL.replace(".", "\\.")
         template = ('{range .items[*]}{.apiVersion}{"\\t"}{.kind}{"\\t"}'
                     '{.metadata.namespace}{"\\t"}{.metadata.name}{"\\t"}'
-                    '{.metadata.ownerReferences[0].kind}{"\\n"}{end}')
+                    '{.metadata.ownerReferences[0].kind}{"\\t"}'
+                    f'{{.metadata.labels.{project}}}{{"\\n"}}{{end}}')
         resources = sorted(set(resources), key=lambda r: r.arg)
-        found: dict[ObjRef, bool] = {}
+        found: dict[ObjRef, Labelled] = {}
         calls: list[tuple[list[ApiResource], str | None]] = [
             ([r for r in resources if not r.namespaced], None)]
         calls += [([r for r in resources if r.namespaced], ns) for ns in sorted(set(namespaces))]
@@ -398,12 +461,13 @@ class Kubectl:
                     "-o", f"jsonpath={template}"]
             if ns:
                 args += ["-n", ns]
-            result = self.run(f"--request-timeout={REQUEST_TIMEOUT}", *args)
-            for line in result.stdout.splitlines():
+            result = self.run(f"--request-timeout={REQUEST_TIMEOUT}", *args, raw=True)
+            for line in result.stdout_bytes.decode("utf-8", "replace").splitlines():
                 parts = line.split("\t")
-                if len(parts) == 5 and parts[1]:
+                if len(parts) == 6 and parts[1]:
                     group = parts[0].rpartition("/")[0]
-                    found[ObjRef(group, parts[1], parts[2], parts[3])] = bool(parts[4])
+                    found[ObjRef(group, parts[1], parts[2], parts[3])] = Labelled(
+                        bool(parts[4]), parts[5] or None)
         return found
 
     def delete(self, ref: ObjRef, resource: ApiResource) -> None:
@@ -416,24 +480,28 @@ class Kubectl:
     def read_inventory(self, name: str, namespace: str) -> Inventory:
         result = self.run(f"--request-timeout={REQUEST_TIMEOUT}", "get", "configmap", name,
                           "-n", namespace, "--ignore-not-found", "-o", "json",
-                          what=f"inventory ConfigMap {namespace}/{name}")
-        if not result.stdout.strip():
-            return Inventory(frozenset(), None)
+                          what=f"inventory ConfigMap {namespace}/{name}", raw=True)
+        text = result.stdout_bytes.decode("utf-8", "replace")
+        if not text.strip():
+            return Inventory(frozenset(), None, name=name)
         try:
-            data = json.loads(result.stdout)
+            data = json.loads(text)
             entries = json.loads(data.get("data", {}).get("objects", "[]"))
             refs = frozenset(ObjRef.from_json(e) for e in entries)
+            project = (data.get("metadata", {}).get("labels") or {}).get(PROJECT_LABEL)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ToolError(f"stack {self.stack!r}: inventory ConfigMap {namespace}/{name} is "
                             f"not readable ({exc}); fix or delete it") from exc
-        return Inventory(refs, str(data.get("metadata", {}).get("resourceVersion", "")))
+        return Inventory(refs, str(data.get("metadata", {}).get("resourceVersion", "")),
+                         str(project) if project else None, name)
 
-    def write_inventory(self, name: str, namespace: str, refs: Iterable[ObjRef]) -> None:
+    def write_inventory(self, name: str, namespace: str, refs: Iterable[ObjRef],
+                        project: str) -> None:
         entries = [r.to_json() for r in sorted(set(refs))]
         body = {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace,
-                         "labels": {INVENTORY_LABEL: self.stack}},
+                         "labels": {INVENTORY_LABEL: self.stack, PROJECT_LABEL: project}},
             "data": {"objects": json.dumps(entries, indent=1, sort_keys=True)},
         }
         args = ["apply", "--server-side", f"--field-manager={self.field_manager}",

@@ -23,6 +23,7 @@ from gitops_push.errors import ParseError
 from gitops_push.yamlsafe import compose_all, line_of, to_python
 
 STACK_LABEL = "gitops-push.io/stack"
+PROJECT_LABEL = "gitops-push.io/project"  # see _k8s_owners
 INVENTORY_LABEL = "gitops-push.io/inventory"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -361,9 +362,10 @@ def strip_ignored(body: dict[str, Any], ref: ObjRef, rules: Sequence[IgnoreRule]
                 strip_pointer(body, pointer_parts(pointer))
 
 
-def prepared_body(m: Manifest, *, namespace: str, stack: str,
+def prepared_body(m: Manifest, *, namespace: str, stack: str, project: str,
                   rules: Sequence[IgnoreRule], ref: ObjRef) -> dict[str, Any]:
-    """The object as applied: namespace filled in, stack label added, ignored fields gone."""
+    """The object as applied: namespace filled in, owner labels added, ignored fields gone
+    (so they are neither compared nor claimed: server-side apply owns what a body sets)."""
     body = copy.deepcopy(m.body)
     meta = body.setdefault("metadata", {})
     if namespace:
@@ -371,7 +373,7 @@ def prepared_body(m: Manifest, *, namespace: str, stack: str,
     else:
         meta.pop("namespace", None)
     labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-    meta["labels"] = {**labels, STACK_LABEL: stack}
+    meta["labels"] = {**labels, PROJECT_LABEL: project, STACK_LABEL: stack}
     strip_ignored(body, ref, rules)
     return body
 
@@ -452,10 +454,16 @@ def masked_pair(live: dict[str, Any] | None, merged: dict[str, Any]
 
 
 def secret_values(body: Mapping[str, Any]) -> list[str]:
-    """Every literal a Secret holds, base64 and decoded, for redaction."""
+    """Every literal a Secret holds, base64 and decoded, for redaction.
+
+    Only a Secret's: a ConfigMap's ``data`` is not secret, and redacting it masked object
+    names that contain one of its values (``team-a-settings`` with ``owner: team-a``
+    became ``(sensitive)-settings``), so the post-apply check saw a stray (issue 11)."""
     import base64
     import binascii
 
+    if not is_secret(body):
+        return []
     values: list[str] = []
     for key, mapping in secret_fields(body).items():
         for v in mapping.values():

@@ -24,8 +24,9 @@ IN_CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 SETTINGS_KEYS = (
     "kubeconfig", "kubeconfig_env", "context", "namespace", "inventory_namespace", "prune",
     "wait", "timeout", "server_side", "field_manager", "ignore_differences", "env",
-    "kubernetes_version",
+    "kubernetes_version", "conflicts",
 )
+CONFLICTS = ("force", "fail")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _FIELD_MANAGER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
@@ -49,13 +50,15 @@ class KubernetesSettings:
     ignore_differences: tuple[IgnoreRule, ...] = ()
     env: tuple[str, ...] = ()
     kubernetes_version: str = DEFAULT_K8S_VERSION
+    conflicts: str = "force"  # git wins for the fields it declares; "fail" stops instead
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between plan and apply (where and how objects go)."""
         return {"kubeconfig": self.kubeconfig, "kubeconfig_env": self.kubeconfig_env,
                 "context": self.context, "namespace": self.namespace,
                 "inventory_namespace": self.inventory_namespace,
-                "field_manager": self.field_manager, "server_side": self.server_side}
+                "field_manager": self.field_manager, "server_side": self.server_side,
+                "conflicts": self.conflicts}
 
 
 def parse_settings(section: Section) -> KubernetesSettings:
@@ -86,7 +89,12 @@ def parse_settings(section: Section) -> KubernetesSettings:
         env=section.str_list("env", pattern=_ENV_NAME),
         kubernetes_version=section.str("kubernetes_version", DEFAULT_K8S_VERSION,
                                        pattern=_K8S_VERSION) or DEFAULT_K8S_VERSION,
+        conflicts=_conflicts(section),
     )
+
+
+def _conflicts(section: Section) -> str:
+    return section.str("conflicts", "force", choices=CONFLICTS) or "force"
 
 
 def _parse_ignore(section: Section) -> tuple[IgnoreRule, ...]:
@@ -132,6 +140,13 @@ def env_names(settings: KubernetesSettings) -> tuple[str, ...]:
     named = (settings.kubeconfig_env,) if settings.kubeconfig_env else ()
     return tuple(dict.fromkeys(("KUBECONFIG", "KUBECACHEDIR", *IN_CLUSTER_ENV, *named,
                                 *settings.env)))
+
+
+def location_env_names(settings: KubernetesSettings) -> tuple[str, ...]:
+    """Variables that say where the cluster and its kubeconfig are: not secrets (the
+    credentials inside the kubeconfig are; see ``file_secrets``)."""
+    named = (settings.kubeconfig_env,) if settings.kubeconfig_env else ()
+    return ("KUBECONFIG", "KUBECACHEDIR", *IN_CLUSTER_ENV, *named)
 
 
 def settings_of(stack: Stack) -> KubernetesSettings:

@@ -203,6 +203,13 @@ class EngineSpec:
     factory: Callable[[], Engine]
     # Settings that name environment variables to pass through, for least privilege.
     env_names: Callable[[Any], tuple[str, ...]] = lambda settings: ()
+    # Of those (and of the credentials), the ones that say *where* rather than hold a
+    # credential (a kubeconfig path): passed through, but their values are not secrets.
+    location_env_names: Callable[[Any], tuple[str, ...]] = lambda settings: ()
+    # Credentials the tool reads from files those variables point at (a kubeconfig's
+    # tokens and keys): value -> what it is, for redaction and the audit record.
+    file_secrets: Callable[[Any, Mapping[str, str], Path], dict[str, str]] = (
+        lambda settings, env, root: {})
     # Probe the tools these stacks need and cache the answers for ``Engine.check``; run in
     # a thread while git is read, errors ignored (``check`` reports them).
     prefetch: Callable[[list[Stack], Mapping[str, str]], None] = lambda stacks, env: None

@@ -31,6 +31,9 @@ from gitops_push.engines._k8s_kubectl import (
     ApiResource,
     Inventory,
     Kubectl,
+    Labelled,
+    kubeconfig_paths,
+    kubeconfig_secret_labels,
     resolve_access,
 )
 from gitops_push.engines._k8s_objects import (
@@ -51,10 +54,22 @@ from gitops_push.engines._k8s_objects import (
     secret_values,
     sort_key,
 )
+from gitops_push.engines._k8s_owners import (
+    Owner,
+    check_owners,
+    inventory_name,
+    legacy_inventory_name,
+    prunable,
+    read_inventory,
+    taken_over,
+    takeover_notes,
+    write_inventory,
+)
 from gitops_push.engines._k8s_render import lint_kustomize, read_files, render
 from gitops_push.engines._k8s_settings import (
     KubernetesSettings,
     env_names,
+    location_env_names,
     parse_settings,
     settings_of,
 )
@@ -72,16 +87,17 @@ from gitops_push.engines.base import (
 )
 from gitops_push.errors import ToolError, UserError
 from gitops_push.fsutil import atomic_write
+from gitops_push.project import default_project
 
 if TYPE_CHECKING:
     from gitops_push.config import Stack
 
 __all__ = ["ENGINE", "IgnoreRule", "KubernetesEngine", "KubernetesSettings", "env_names",
-           "parse_settings"]
+           "inventory_name", "legacy_inventory_name", "parse_settings"]
 
 PLAN_FILE = "kubernetes-plan.json"
 MANIFESTS_FILE = "manifests.yaml"
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: the project and the fields taken over
 MIN_KUBECTL = (1, 26)
 _SCRYPT_N = 2**14
 
@@ -107,14 +123,17 @@ class Target:
     default_ns: str
     inventory_name: str
     inventory_ns: str
+    project: str
+    force: bool  # take over the fields git declares (conflicts: force, or --force-conflicts)
 
 
-def inventory_name(stack: str) -> str:
-    """``gitops-push-inventory-<stack>``; a hash keeps names that needed changes unique."""
-    slug = re.sub(r"[^a-z0-9.-]+", "-", stack.lower()).strip("-.")[:40] or "stack"
-    if slug != stack:
-        slug += "-" + hashlib.sha256(stack.encode()).hexdigest()[:8]
-    return f"gitops-push-inventory-{slug}"
+@dataclass(frozen=True)
+class Compared:
+    """One object against the cluster: live state, changed fields, fields taken over."""
+
+    live: dict[str, Any] | None
+    fields: tuple[str, ...]
+    taken: dict[str, tuple[str, ...]]  # other field manager -> fields applying takes back
 
 
 def _secret_digest(fields: Mapping[str, Any], salt: bytes | None = None) -> str:
@@ -140,7 +159,18 @@ class KubernetesEngine:
 
     def __init__(self) -> None:
         self._versions: dict[str, str] = {}
+        self._projects: dict[Path, str] = {}
         self._lock = threading.Lock()
+
+    def _project(self, ctx: EngineContext) -> str:
+        """The ``project:`` key, else derived from the repository (asked once per run)."""
+        configured = ctx.extra.get("project")
+        if isinstance(configured, str) and configured:
+            return configured
+        with self._lock:
+            if ctx.repo_root not in self._projects:
+                self._projects[ctx.repo_root] = default_project(ctx.repo_root, ctx.env)
+            return self._projects[ctx.repo_root]
 
     def _version(self, kc: Kubectl) -> str:
         """kubectl's version, asked once per run (it is the same binary for every stack)."""
@@ -205,8 +235,21 @@ class KubernetesEngine:
                      stack.name, field_manager=s.field_manager, server_side=s.server_side)
         default_ns = s.namespace or kc.context_namespace() or "default"
         resources = kc.api_resources()
-        return Target(kc, resources, default_ns, inventory_name(stack.name),
-                      s.inventory_namespace or default_ns)
+        project = self._project(ctx)
+        return Target(kc, resources, default_ns, inventory_name(project, stack.name),
+                      s.inventory_namespace or default_ns, project,
+                      force=ctx.force_conflicts or s.conflicts == "force")
+
+    @staticmethod
+    def _inventory(stack: Stack, target: Target) -> Inventory:
+        return read_inventory(target.kubectl, target.inventory_name, target.inventory_ns,
+                              stack.name, target.project)
+
+    @staticmethod
+    def _write_inventory(target: Target, inventory: Inventory,
+                         refs: frozenset[ObjRef] | set[ObjRef]) -> None:
+        write_inventory(target.kubectl, target.inventory_name, target.inventory_ns, refs,
+                        target.project, inventory)
 
     def _desired(self, stack: Stack, s: KubernetesSettings, target: Target,
                  manifests: Sequence[Manifest]) -> list[Desired]:
@@ -227,46 +270,48 @@ class KubernetesEngine:
                 raise UserError(f"stack {stack.name!r}: {ref.address} is defined twice: at "
                                 f"{out[ref].source} and at {m.source}", path=m.source)
             body = prepared_body(m, namespace=ref.namespace, stack=stack.name,
-                                 rules=s.ignore_differences, ref=ref)
+                                 project=target.project, rules=s.ignore_differences, ref=ref)
             out[ref] = Desired(ref, m.api_version.rpartition("/")[2], body, m.source)
             target.kubectl.add_secrets(secret_values(m.body))
         return sorted(out.values(), key=lambda d: sort_key(d.ref))
 
     def _compare(self, stack: Stack, s: KubernetesSettings, target: Target,
-                 desired: Sequence[Desired], force: bool
-                 ) -> dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]]:
-        """ref -> (live object or None, changed fields), via kubectl diff in two stages.
+                 desired: Sequence[Desired], force: bool) -> dict[ObjRef, Compared]:
+        """ref -> live object, changed fields and fields taken over, via kubectl diff in two
+        stages; an object another project owns stops the stack.
 
         Objects in a Namespace, or of a CRD, that the stack itself has yet to create cannot
         be dry-run (the API server rejects them), so they count as created.
         """
-        out: dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]] = {}
+        out: dict[ObjRef, Compared] = {}
         first = [d for d in desired if phase_of(d.ref) == 0]
         rest = [d for d in desired if phase_of(d.ref) == 1]
         out.update(self._diff(target, s, first, force))
-        new_ns = {r.name for r, (live, _) in out.items() if r.kind == "Namespace" and not live}
+        new_ns = {r.name for r, c in out.items() if r.kind == "Namespace" and not c.live}
         deferred = [d for d in rest if d.ref.namespace in new_ns
                     or (d.ref.group, d.ref.kind) not in target.resources]
         for d in deferred:
-            out[d.ref] = (None, ())
+            out[d.ref] = Compared(None, (), {})
         out.update(self._diff(target, s, [d for d in rest if d not in deferred], force))
+        check_owners(stack.name, target.project, {r: c.live for r, c in out.items()})
         return out
 
     def _diff(self, target: Target, s: KubernetesSettings, items: Sequence[Desired],
-              force: bool) -> dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]]:
+              force: bool) -> dict[ObjRef, Compared]:
         kc = target.kubectl
         try:
             pairs = kc.diff([d.body for d in items], force=force)
         except ToolError as exc:
             raise self._blame(exc, items, lambda d: kc.diff(
                 [d.body], force=force, what=d.ref, stream=False)) from exc
-        out: dict[ObjRef, tuple[dict[str, Any] | None, tuple[str, ...]]] = {}
+        out: dict[ObjRef, Compared] = {}
         for d in items:
             if d.ref not in pairs:
                 raise ToolError(f"stack {kc.stack!r}: {d.ref.address}: kubectl diff reported "
                                 "nothing for it")
             live, merged = pairs[d.ref]
-            out[d.ref] = (live, field_changes(live, merged, d.ref, s.ignore_differences))
+            out[d.ref] = Compared(live, field_changes(live, merged, d.ref, s.ignore_differences),
+                                  taken_over(live, merged, kc.field_manager))
         return out
 
     @staticmethod
@@ -286,13 +331,17 @@ class KubernetesEngine:
                 return single
         return exc
 
-    def _labelled(self, stack: Stack, target: Target, refs: Sequence[ObjRef]
-                  ) -> dict[ObjRef, bool]:
-        """Live objects of the kinds and namespaces in ``refs`` carrying the stack label."""
+    def _labelled(self, stack: Stack, target: Target, refs: Sequence[ObjRef],
+                  inventory: Inventory) -> dict[ObjRef, Labelled]:
+        """This stack's live objects of the kinds and namespaces in ``refs``: the stack label
+        and this project's (another project's same-named stack is not this one)."""
         types = [target.resources[(r.group, r.kind)] for r in refs
                  if (r.group, r.kind) in target.resources]
         namespaces = {r.namespace for r in refs if r.namespace}
-        return target.kubectl.labelled(types, namespaces, STACK_LABEL, stack.name)
+        found = target.kubectl.labelled(types, namespaces, STACK_LABEL, stack.name)
+        return {r: lab for r, lab in found.items()
+                if prunable(Owner(lab.project, stack.name), target.project, stack.name, r,
+                            inventory.refs)}
 
     # -- plan -----------------------------------------------------------------------
     def plan(self, stack: Stack, ctx: EngineContext, *, destroy: bool = False) -> PlanResult:
@@ -300,15 +349,16 @@ class KubernetesEngine:
         manifests = [] if destroy else render(stack, ctx)
         target = self._target(stack, ctx, s)
         desired = self._desired(stack, s, target, manifests)
-        inventory = target.kubectl.read_inventory(target.inventory_name, target.inventory_ns)
-        compared = self._compare(stack, s, target, desired, ctx.force_conflicts)
-        changes = [Change(d.ref.address, _action(*compared[d.ref]), compared[d.ref][1])
+        inventory = self._inventory(stack, target)
+        compared = self._compare(stack, s, target, desired, target.force)
+        changes = [Change(d.ref.address, _action(compared[d.ref]), compared[d.ref].fields)
                    for d in desired]
         gone = sorted(inventory.refs - {d.ref for d in desired}, key=sort_key, reverse=True)
-        notes: list[str] = []
+        notes = [n for d in desired for n in takeover_notes(d.ref.address,
+                                                            compared[d.ref].taken)]
         prune: list[ObjRef] = []
         if gone and (s.prune or destroy):
-            live = self._labelled(stack, target, gone)
+            live = self._labelled(stack, target, gone, inventory)
             prune = [r for r in gone if r in live]
             changes += [Change(r.address, "delete" if destroy else "prune") for r in prune]
         elif gone:
@@ -335,7 +385,9 @@ class KubernetesEngine:
         data = {
             "format": PLAN_FORMAT, "stack": stack.name, "destroy": destroy,
             "settings": s.fingerprint(), "tool_version": version,
-            "inventory": {"name": target.inventory_name, "namespace": target.inventory_ns,
+            "project": target.project,
+            "inventory": {"name": inventory.name or target.inventory_name,
+                          "namespace": target.inventory_ns,
                           "resource_version": inventory.resource_version},
             "objects": objects,
             "changes": [{"address": c.address, "action": c.action, "fields": list(c.fields)}
@@ -372,8 +424,12 @@ class KubernetesEngine:
 
         target = self._target(stack, ctx, s, on_line)
         kc = target.kubectl
+        if data.get("project") != target.project:
+            raise UserError(f"stack {stack.name!r}: the plan is stale: it was made for project "
+                            f"{data.get('project')!r}, this run is project {target.project!r}; "
+                            "plan again")
         desired = self._planned_objects(stack, ctx, target, data)
-        inventory = kc.read_inventory(target.inventory_name, target.inventory_ns)
+        inventory = self._inventory(stack, target)
         if inventory.resource_version != data["inventory"]["resource_version"]:
             raise UserError(f"stack {stack.name!r}: the plan is stale: the stack was applied "
                             "after this plan was made (its inventory changed); plan again")
@@ -381,24 +437,27 @@ class KubernetesEngine:
                         ctx.cancel, in_cluster="KUBERNETES_SERVICE_HOST" in ctx.env)
         first = [d for d in desired if phase_of(d.ref) == 0]
         rest = [d for d in desired if phase_of(d.ref) == 1]
-        self._apply_batch(kc, first, ctx.force_conflicts)
+        self._apply_batch(kc, first, target.force)
         waiter.wait([(d.ref, d.version) for d in first if (d.ref.group, d.ref.kind) == CRD],
                     s.timeout, "CustomResourceDefinition establishment")
         recorded = inventory.refs | {d.ref for d in desired}
-        if recorded != inventory.refs:  # record before creating: a failure leaves no orphans
-            kc.write_inventory(target.inventory_name, target.inventory_ns, recorded)
-        self._apply_batch(kc, rest, ctx.force_conflicts)
+        migrating = inventory.name not in ("", target.inventory_name)
+        if recorded != inventory.refs or migrating:  # before creating: a failure leaves no
+            self._write_inventory(target, inventory, recorded)  # orphans
+            inventory = replace(inventory, name=target.inventory_name)
+        self._apply_batch(kc, rest, target.force)
         if s.wait:
             waiter.wait([(d.ref, d.version) for d in rest if waits_for(d.ref)], s.timeout,
                         "rollout")
         planned_prune = [ObjRef.from_json(r) for r in data["prune"]]
-        dropped = self._prune(stack, target, planned_prune)
+        dropped = self._prune(stack, target, planned_prune, inventory)
         final = recorded - dropped
         if data["destroy"] and not final:
-            kc.run("delete", "configmap", target.inventory_name, "-n", target.inventory_ns,
-                   "--ignore-not-found", what="inventory ConfigMap")
+            for name in {target.inventory_name, inventory.name or target.inventory_name}:
+                kc.run("delete", "configmap", name, "-n", target.inventory_ns,
+                       "--ignore-not-found", what="inventory ConfigMap")
         elif final != recorded:
-            kc.write_inventory(target.inventory_name, target.inventory_ns, final)
+            self._write_inventory(target, inventory, final)
         return ApplyResult(stack.name, plan.changes, time.monotonic() - start, "\n".join(tail))
 
     def _planned_objects(self, stack: Stack, ctx: EngineContext, target: Target,
@@ -445,17 +504,19 @@ class KubernetesEngine:
             raise self._blame(exc, items, lambda d: kc.apply(
                 [d.body], force=force, dry_run=True, what=d.ref)) from exc
 
-    def _prune(self, stack: Stack, target: Target, planned: Sequence[ObjRef]) -> set[ObjRef]:
-        """Delete planned prunes still carrying the label; returns what leaves the inventory."""
+    def _prune(self, stack: Stack, target: Target, planned: Sequence[ObjRef],
+               inventory: Inventory) -> set[ObjRef]:
+        """Delete planned prunes still carrying the labels; returns what leaves the inventory."""
         if not planned:
             return set()
         kc = target.kubectl
-        live = self._labelled(stack, target, planned)
+        live = self._labelled(stack, target, planned, inventory)
         for ref in sorted(planned, key=sort_key, reverse=True):
             resource = target.resources.get((ref.group, ref.kind))
             if ref not in live or resource is None:
                 kc.ctx.on_line(f"{ref.address}: already gone or no longer labelled "
-                               f"{STACK_LABEL}={stack.name}; not deleted")
+                               f"{STACK_LABEL}={stack.name} of project {target.project}; "
+                               "not deleted")
                 continue
             kc.delete(ref, resource)
         return set(planned)
@@ -470,11 +531,11 @@ class KubernetesEngine:
         manifests = render(stack, ctx)
         target = self._target(stack, ctx, s)
         desired = self._desired(stack, s, target, manifests)
-        inventory = target.kubectl.read_inventory(target.inventory_name, target.inventory_ns)
+        inventory = self._inventory(stack, target)
         compared = self._compare(stack, s, target, desired, force=True)
         items: list[DriftItem] = []
         for d in desired:
-            live, fields = compared[d.ref]
+            live, fields = compared[d.ref].live, compared[d.ref].fields
             if live is None:
                 items.append(DriftItem(d.ref.address,
                                        "deleted" if d.ref in inventory.refs else "config"))
@@ -482,18 +543,18 @@ class KubernetesEngine:
                 items.append(DriftItem(d.ref.address, "changed", fields))
         wanted = {d.ref for d in desired}
         scope = [*wanted, *inventory.refs]
-        extra = {r for r, owned in self._labelled(stack, target, scope).items()
-                 if not owned} - wanted
+        extra = {r for r, lab in self._labelled(stack, target, scope, inventory).items()
+                 if not lab.child} - wanted
         items += [DriftItem(r.address, "extra") for r in sorted(extra, key=sort_key)]
         return DriftResult(stack.name, tuple(items))
 
 
 # -- helpers -------------------------------------------------------------------------
 
-def _action(live: dict[str, Any] | None, fields: tuple[str, ...]) -> str:
-    if live is None:
+def _action(c: Compared) -> str:
+    if c.live is None:
         return "create"
-    return "update" if fields else "no-op"
+    return "update" if c.fields else "no-op"
 
 
 def _read_plan(artifact: Path, stack: Stack, s: KubernetesSettings) -> dict[str, Any]:
@@ -526,11 +587,21 @@ def _factory() -> KubernetesEngine:
     return KubernetesEngine()
 
 
+def _file_secrets(settings: Any, env: Mapping[str, str], repo_root: Path) -> dict[str, str]:
+    s = settings if isinstance(settings, KubernetesSettings) else KubernetesSettings()
+    out: dict[str, str] = {}
+    for path in kubeconfig_paths(s.kubeconfig, s.kubeconfig_env, env, repo_root):
+        out.update(kubeconfig_secret_labels(path))
+    return out
+
+
 ENGINE = EngineSpec(
     name="kubernetes",
     parse_settings=parse_settings,
     factory=_factory,
     env_names=env_names,
+    location_env_names=location_env_names,
+    file_secrets=_file_secrets,
 )
 
 
