@@ -27,7 +27,7 @@ FOREIGN_FLAGS = frozenset({
     "--end-of-options", "--unshallow", "--deepen", "--server-side", "--dry-run=server",
     "--prune", "--kubeconfig", "--context", "--applyset", "--force-with-lease",
     "--field-manager", "--force-conflicts=true", "--no-write-fetch-head", "--atomic",
-    "--notes", "--porcelain", "--wait", "--minify", "--client",
+    "--notes", "--porcelain", "--wait", "--minify", "--client", "--show-managed-fields",
 })
 SHELL_LANGS = frozenset({"sh", "bash", "shell", "zsh"})
 YAML_LANGS = frozenset({"yaml", "yml"})
