@@ -28,6 +28,7 @@ FOREIGN_FLAGS = frozenset({
     "--prune", "--kubeconfig", "--context", "--applyset", "--force-with-lease",
     "--field-manager", "--force-conflicts=true", "--no-write-fetch-head", "--atomic",
     "--notes", "--porcelain", "--wait", "--minify", "--client", "--show-managed-fields",
+    "--dangerous-override-ownership-of-existing-resources",  # kapp, in kubernetes.md
 })
 SHELL_LANGS = frozenset({"sh", "bash", "shell", "zsh"})
 YAML_LANGS = frozenset({"yaml", "yml"})
