@@ -282,6 +282,7 @@ def last_deployments(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
                     "commit": rec["head"], "at": rec.get("finished_at"),
                     "by": rec.get("actor"), "run_id": rec.get("run_id"),
                     "command": rec.get("command"), "result": st.get("result"),
+                    "deployment_id": rec.get("deployment_id") or rec.get("run_id"),
                 }
     return out
 
@@ -300,6 +301,8 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
     stack never deployed counts as changed; a stack already deployed from a commit that
     contains HEAD (a newer pipeline finished first) is skipped, never rolled back.
     """
+    if opts.stacks and opts.base is None and not opts.all_stacks:
+        return _named_for_apply(repo, config, opts, environ, records)
     if opts.base is not None or opts.all_stacks or opts.stacks:
         return select(repo, config, opts, environ), [], []
     head = repo.resolve("HEAD")
@@ -351,6 +354,30 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
                             [c for c in picked.values() if c.status == "removed"])
     rng = Range(None, head, "audit-trail", tuple(warnings))
     return ChangeSet(rng, tuple(ordered), tuple(stacks)), stale, warnings
+
+
+def _named_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+                     records: list[dict[str, Any]]) -> tuple[ChangeSet, list[StackOutcome],
+                                                             list[str]]:
+    """``apply --stack``: the named stacks. A name no longer at HEAD is a stack removed
+    since its last deployment (a fan-out job destroying it, issue 15)."""
+    head_stacks = resolve_stacks(config, repo, repo.tree(repo.resolve("HEAD")))
+    present = {s.name for s in head_stacks}
+    gone = [n for n in opts.stacks if n not in present]
+    if not gone:
+        return select(repo, config, opts, environ), [], []
+    full, _, warnings = select_for_apply(repo, config, replace(opts, stacks=()), environ,
+                                         records)
+    removed = {c.stack.name: c for c in full.stacks if c.status == "removed"}
+    unknown = [n for n in gone if n not in removed]
+    if unknown:
+        raise UserError(f"--stack: unknown stack(s): {', '.join(unknown)}; known: "
+                        f"{', '.join(sorted(present | set(removed))) or '(none)'}")
+    rest = tuple(n for n in opts.stacks if n in present)
+    kept = list(select(repo, config, replace(opts, stacks=rest), environ).stacks) if rest else []
+    ordered = changes.order(kept, list(full.all_stacks),
+                            [replace(removed[n], note="--stack") for n in gone])
+    return ChangeSet(full.range, tuple(ordered), full.all_stacks), [], warnings
 
 
 # -- plan ---------------------------------------------------------------------------------
