@@ -24,8 +24,8 @@ ENV_PLUGIN_CACHE = "GITOPS_PUSH_PLUGIN_CACHE_DIR"
 ENV_RUN_ID = "GITOPS_PUSH_RUN_ID"
 ENV_DEPLOYMENT_ID = "GITOPS_PUSH_DEPLOYMENT_ID"
 # the PR/MR comment (gitops_push.comment): tokens are read here, never printed
-ENV_GITHUB_TOKEN = ("GITOPS_PUSH_GITHUB_TOKEN", "GITHUB_TOKEN")
-ENV_GITLAB_TOKEN = ("GITOPS_PUSH_GITLAB_TOKEN",)
+ENV_GITHUB_TOKEN = "GITOPS_PUSH_GITHUB_TOKEN"  # noqa: S105  # a name; else GITHUB_TOKEN
+ENV_GITLAB_TOKEN = "GITOPS_PUSH_GITLAB_TOKEN"  # noqa: S105  # a variable name
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,7 @@ class ReviewContext:
     number: str | None  # the pull request number / merge request iid
     token: str | None  # a secret: never printed or recorded
     run_url: str | None
+    commit: str | None = None  # to find the PR/MR of a pushed commit (apply on main)
 
 
 def review_context(platform: str, environ: Mapping[str, str]) -> ReviewContext:
@@ -203,12 +204,14 @@ def review_context(platform: str, environ: Mapping[str, str]) -> ReviewContext:
                     number = str(pr["number"])
             except (OSError, ValueError):
                 number = None
-        token = next((environ[n] for n in ENV_GITHUB_TOKEN if environ.get(n)), None)
+        token = environ.get(ENV_GITHUB_TOKEN) or environ.get("GITHUB_TOKEN") or None
         ctx = _github(environ) if environ.get("GITHUB_ACTIONS") == "true" else None
         return ReviewContext(clean(environ.get("GITHUB_API_URL")) or "https://api.github.com",
                              clean(environ.get("GITHUB_REPOSITORY")), number, token,
-                             ctx.pipeline_url if ctx else None)
-    token = next((environ[n] for n in ENV_GITLAB_TOKEN if environ.get(n)), None)
+                             ctx.pipeline_url if ctx else None,
+                             _sha(environ.get("GITHUB_SHA"), "GITHUB_SHA", []))
     return ReviewContext(clean(environ.get("CI_API_V4_URL")), clean(environ.get("CI_PROJECT_ID")),
-                         clean(environ.get("CI_MERGE_REQUEST_IID")), token,
-                         clean(environ.get("CI_PIPELINE_URL")))
+                         clean(environ.get("CI_MERGE_REQUEST_IID")),
+                         environ.get(ENV_GITLAB_TOKEN) or None,
+                         clean(environ.get("CI_PIPELINE_URL")),
+                         _sha(environ.get("CI_COMMIT_SHA"), "CI_COMMIT_SHA", []))

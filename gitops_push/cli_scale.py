@@ -174,12 +174,14 @@ def comment(state: State, platform: str, body_file: Path, marker: str, number: s
 
     state.output, state.command = output, "comment"
     ctx = review_context(platform, os.environ)
+    token_vars = ("GITOPS_PUSH_GITHUB_TOKEN or GITHUB_TOKEN" if platform == "github"
+                  else "GITOPS_PUSH_GITLAB_TOKEN")
     missing = [what for what, value in (
-        ("a token (" + ("GITOPS_PUSH_GITHUB_TOKEN or GITHUB_TOKEN" if platform == "github"
-                        else "GITOPS_PUSH_GITLAB_TOKEN") + ")", ctx.token),
+        (f"a token ({token_vars})", ctx.token),
         ("the API URL (--api-url)", api_url or ctx.api_url),
         ("the project (--project)", project or ctx.project),
-        ("the pull/merge request (--number)", number or ctx.number)) if not value]
+        ("the pull/merge request (--number) or the commit", number or ctx.number or ctx.commit),
+    ) if not value]
     if missing:
         raise UserError(f"comment: missing {', '.join(missing)}; nothing was posted")
     try:
@@ -188,13 +190,16 @@ def comment(state: State, platform: str, body_file: Path, marker: str, number: s
         body = f"**gitops-push** wrote no summary ({exc.strerror}); see the job log."
     footer = f"\n\n---\n<sub>[pipeline]({ctx.run_url})</sub>\n" if ctx.run_url else "\n"
     target = comment_mod.Target(platform, str(api_url or ctx.api_url),
-                                str(project or ctx.project), str(number or ctx.number),
-                                str(ctx.token))
+                                str(project or ctx.project), str(number or ctx.number or ""),
+                                str(ctx.token), commit=str(ctx.commit or ""))
     res = comment_mod.upsert(target, body, name=marker, footer=footer)
     data: dict[str, Any] = {"action": res.action, "id": res.comment_id,
                             "truncated": res.truncated, "length": res.length}
     if output == "json":
         out.print_json(out.Envelope("comment", data=data))
+    elif res.action == "skipped":
+        out.message(f"no pull/merge request found for commit {str(ctx.commit)[:12]}: "
+                    "nothing was posted")
     else:
         out.message(f"{res.action} comment {res.comment_id}"
                     + (" (truncated to fit)" if res.truncated else ""))

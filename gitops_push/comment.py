@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gitops_push.errors import ExitCode, GitopsPushError, UserError
@@ -43,13 +43,14 @@ class Target:
     platform: str  # github | gitlab
     api_url: str
     project: str  # GitHub owner/name; GitLab project id or path
-    number: str  # pull request number / merge request iid
+    number: str  # pull request number / merge request iid ("" = find it by ``commit``)
     token: str  # never printed
+    commit: str = ""
 
 
 @dataclass(frozen=True)
 class CommentResult:
-    action: str  # created | updated
+    action: str  # created | updated | skipped (no pull/merge request for the commit)
     comment_id: int | str
     truncated: bool
     length: int
@@ -203,6 +204,22 @@ class Client:
             return None
         return f"{self.list_url}?per_page=100&sort=asc&order_by=created_at&page={page}"
 
+    def number_of_commit(self, sha: str) -> str | None:
+        """The pull/merge request a pushed commit came from (apply on the default branch)."""
+        api = self.t.api_url.rstrip("/")
+        if self.t.platform == "github":
+            url = f"{api}/repos/{self.t.project}/commits/{sha}/pulls"
+            key = "number"
+        else:
+            pid = urllib.parse.quote(self.t.project, safe="")
+            url = f"{api}/projects/{pid}/repository/commits/{sha}/merge_requests"
+            key = "iid"
+        items, _ = self._call("GET", url)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and item.get(key) is not None:
+                return str(item[key])
+        return None
+
     def create(self, body: str) -> Any:
         return self._call("POST", self.list_url, {"body": body})[0]
 
@@ -219,13 +236,18 @@ def upsert(target: Target, summary: str, *, name: str = "plan", footer: str = ""
         raise UserError(f"--platform: {target.platform!r} is not github or gitlab")
     body, truncated = fit(target.platform, summary, mark + "\n", footer)
     client = Client(target, timeout=timeout, opener=opener)
+    if not target.number:
+        number = client.number_of_commit(target.commit) if target.commit else None
+        if number is None:
+            return CommentResult("skipped", "", truncated, _length(target.platform, body), 0)
+        client = Client(replace(target, number=number), timeout=timeout, opener=opener)
     found: dict[str, Any] | None = None
     pages = 0
     for item, page in client.comments():
         pages = page
         if item.get("system"):  # GitLab's own notes ("added 1 commit")
             continue
-        if mark in str(item.get("body") or ""):
+        if str(item.get("body") or "").startswith(mark):  # a quote of it is not ours
             found = item
             break
     if found is not None:
