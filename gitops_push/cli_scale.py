@@ -34,7 +34,7 @@ PLATFORMS = click.Choice(["github", "gitlab"])
 @click.option("--allow-destroy", is_flag=True, envvar=env("allow-destroy"),
               help="apply: plan jobs destroying stacks removed from git.")
 @click.option("--include", "includes", multiple=True, metavar="FILE",
-              default=("ci/gitops-push-fan-out.gitlab-ci.yml",), show_default=True,
+              default=("ci/gitops-push-fan-out-jobs.gitlab-ci.yml",), show_default=True,
               help="gitlab: a local file the child pipeline includes (repeatable).")
 @click.option("--github-output", is_flag=True,
               help="github: also write matrix, waves and wave-N to $GITHUB_OUTPUT.")

@@ -29,7 +29,7 @@ DEFAULT_MAX_JOBS = 256  # GitHub's limit of jobs per matrix
 GITLAB_JOB_NAME_MAX = 255
 GITLAB_NEEDS_MAX = 50  # GitLab's default limit of `needs:` per job (ci_dag_limit_needs)
 GITLAB_EXTENDS = ".gitops-push-fan-out-{command}"
-GITLAB_INCLUDE = "ci/gitops-push-fan-out.gitlab-ci.yml"
+GITLAB_INCLUDE = "ci/gitops-push-fan-out-jobs.gitlab-ci.yml"
 PHASES = {"apply": ("apply", "drift"), "plan": ("plan",), "drift": ("drift", "apply")}
 _RESOURCE_BAD = re.compile(r"[^A-Za-z0-9_./-]")
 
