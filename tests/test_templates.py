@@ -207,10 +207,11 @@ def test_gitlab_schema_check_rejects_a_broken_template(tmp_path: Path) -> None:
     assert check_jsonschema("vendor.gitlab-ci", broken, transform="gitlab-ci").returncode == 1
 
 
+@pytest.mark.parametrize("path", GITLAB_FILES, ids=lambda p: p.name)
 @pytest.mark.parametrize("key", ["before_script", "script", "after_script"])
-def test_every_gitlab_script_line_is_a_string(key: str) -> None:
+def test_every_gitlab_script_line_is_a_string(key: str, path: Path) -> None:
     """An unquoted ``echo "a: b"`` is a YAML mapping; the schema lets that through."""
-    doc = load_yaml(GITLAB_TEMPLATE)
+    doc = load_yaml(path)
     for name, job in doc.items():
         if not isinstance(job, dict) or key not in job:
             continue
