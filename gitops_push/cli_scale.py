@@ -79,7 +79,9 @@ def fan_out(ctx: click.Context, platform: str, command: str, max_jobs: int, max_
                 for k, v in fanout.github_outputs(plan, levels).items():
                     fh.write(f"{k}={v}\n")
     else:
-        text = fanout.gitlab_yaml(plan, include=includes)
+        from gitops_push.fanout_gitlab import gitlab_yaml
+
+        text = gitlab_yaml(plan, include=includes)
     if out_file is not None:
         from gitops_push.fsutil import atomic_write
 

@@ -21,7 +21,7 @@ from conftest import GitRepo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gitops_push import fanout
+from gitops_push import fanout, fanout_gitlab
 from gitops_push.changes import ChangeSet, Range, StackChange, order
 from gitops_push.cli import run
 from gitops_push.config import PhaseCredentials, Stack
@@ -115,9 +115,9 @@ def test_gitlab_job_names_are_unique_and_within_the_limit():
         [StackChange(s, "changed") for s in (a, b)], [a, b])), (a, b))
     plan = fanout.FanOut("apply", "0" * 40, tuple(fanout.group(cs, 256)[0]), 1, None,
                          {a.name: (), b.name: ()})
-    names = list(fanout.gitlab_job_names(plan).values())
+    names = list(fanout_gitlab.gitlab_job_names(plan).values())
     assert len(set(names)) == 2
-    assert all(len(n) <= fanout.GITLAB_JOB_NAME_MAX for n in names)
+    assert all(len(n) <= fanout_gitlab.GITLAB_JOB_NAME_MAX for n in names)
 
 
 # -- GitHub ------------------------------------------------------------------------------
@@ -262,3 +262,17 @@ def test_grouping_keeps_dependency_order(graph, max_jobs, max_levels):
 
 def cs_wave(cs: ChangeSet, name: str) -> int:
     return next(c.wave for c in cs.stacks if c.stack.name == name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=6, unique=True))
+def test_the_child_pipeline_text_parses_back_to_the_same_document(names):
+    """Stack names (discovered from paths) cannot change the YAML's structure."""
+    stacks = [Stack(n, f"s/{i}", "terraform") for i, n in enumerate(names)]
+    cs = ChangeSet(Range(None, "0" * 40, "all"),
+                   tuple(order([StackChange(s, "changed") for s in stacks], stacks)),
+                   tuple(stacks))
+    jobs, levels = fanout.group(cs, 3)
+    plan = fanout.FanOut("apply", "0" * 40, tuple(jobs), levels, "7: yes",
+                         dict.fromkeys(names, ("A_B",)))
+    assert yaml.safe_load(fanout_gitlab.gitlab_yaml(plan)) == fanout_gitlab.gitlab_pipeline(plan)
