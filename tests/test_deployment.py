@@ -203,3 +203,14 @@ def test_a_job_of_an_older_pipeline_never_rolls_a_stack_back(fleet, tmp_path):
     assert p.returncode == 0, p.stderr
     (stack,) = json.loads(p.stdout)["data"]["stacks"]
     assert stack["result"] == "skipped" and "never rolls a stack back" in stack["message"]
+
+
+def test_summary_outside_ci_needs_a_deployment(make_repo, capsys):
+    from gitops_push.cli import run
+
+    r = make_repo({"gitops-push.yaml": "version: 1\n"})
+    assert run(["-C", str(r.path), "summary"]) == ExitCode.USAGE
+    assert "--deployment: not given and not in CI" in capsys.readouterr().err
+    assert run(["-C", str(r.path), "summary", "--deployment", "nope"]) == ExitCode.USAGE
+    assert "no run in the audit trail was recorded under deployment 'nope'" in \
+        capsys.readouterr().err
