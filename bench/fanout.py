@@ -135,7 +135,8 @@ def check_gitlab(text: str, deps: dict[str, list[str]], tmp: Path) -> list[str]:
     if res.returncode != 0:
         problems.append("schema: " + res.stdout[-500:])
     doc = yaml.safe_load(text)
-    jobs = {k: v for k, v in doc.items() if isinstance(v, dict) and "extends" in v}
+    jobs = {k: v for k, v in doc.items() if isinstance(v, dict)
+            and "GITOPS_PUSH_STACK" in v.get("variables", {})}
     if any(len(k) > 255 for k in jobs):
         problems.append("a job name is longer than 255 characters")
     stage = {k: int(v["stage"].rsplit("-", 1)[1]) for k, v in jobs.items()}

@@ -34,8 +34,8 @@ PLATFORMS = click.Choice(["github", "gitlab"])
 @click.option("--allow-destroy", is_flag=True, envvar=env("allow-destroy"),
               help="apply: plan jobs destroying stacks removed from git.")
 @click.option("--include", "includes", multiple=True, metavar="FILE",
-              default=("ci/gitops-push-fan-out-jobs.gitlab-ci.yml",), show_default=True,
-              help="gitlab: a local file the child pipeline includes (repeatable).")
+              help="gitlab: the child pipeline includes this local file for the job "
+                   "definitions (repeatable) instead of embedding the shipped ones.")
 @click.option("--github-output", is_flag=True,
               help="github: also write matrix, waves and wave-N to $GITHUB_OUTPUT.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),

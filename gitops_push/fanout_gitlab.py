@@ -52,20 +52,41 @@ def resource_group(stacks: Sequence[str]) -> str:
     return f"gitops-push-$GITOPS_PUSH_ENVIRONMENT-{tail}"
 
 
-def gitlab_pipeline(plan: FanOut, *, include: Sequence[str] = (GITLAB_INCLUDE,),
+def shipped_jobs() -> dict[str, Any]:
+    """The child jobs shipped with this version (ci-templates/gitlab/...-jobs.gitlab-ci.yml)."""
+    import yaml
+
+    from gitops_push.init import read_template
+
+    text = read_template("gitlab/" + GITLAB_INCLUDE.rsplit("/", 1)[1])
+    doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    assert isinstance(doc, dict)
+    return doc
+
+
+def gitlab_pipeline(plan: FanOut, *, include: Sequence[str] = (),
                     extends: str | None = None) -> dict[str, Any]:
     """The child pipeline: one job per group, ``needs:`` for the DAG, one stage per level
-    (a job whose needs would pass GitLab's limit waits for the earlier stages instead)."""
+    (a job whose needs would pass GitLab's limit waits for the earlier stages instead).
+
+    The job definitions come from ``include`` (local files of the project), else the
+    shipped ones are embedded, so the pipeline runs without any file in the repository.
+    """
     names = gitlab_job_names(plan)
     base = extends or GITLAB_EXTENDS.format(command=plan.command)
     doc: dict[str, Any] = {}
+    embedded: dict[str, Any] = {}
     if include:
         doc["include"] = [{"local": p} for p in include]
+    else:
+        embedded = shipped_jobs()
     doc["stages"] = [f"gitops-push-{lvl}" for lvl in range(1, max(plan.levels, 1) + 1)]
-    variables = {"GITOPS_PUSH_FAN_OUT_HEAD": plan.head}
+    variables = {"GITOPS_PUSH_FAN_OUT_HEAD": plan.head,
+                 "GITOPS_PUSH_FAN_OUT_JOBS": str(len(plan.jobs))}
     if plan.deployment_id:
         variables["GITOPS_PUSH_DEPLOYMENT_ID"] = plan.deployment_id
-    doc["variables"] = variables
+    doc["variables"] = {**embedded.pop("variables", {}), **variables}
+    doc.update(embedded)
     if not plan.jobs:  # GitLab refuses a pipeline without jobs
         doc["gitops-push nothing to do"] = {
             "stage": doc["stages"][0],
@@ -109,6 +130,9 @@ def _emit(value: Any, indent: str) -> list[str]:
             if isinstance(v, (dict, list)) and v:
                 out.append(f"{indent}{key}:")
                 out.extend(_emit(v, indent + "  "))
+            elif isinstance(v, str) and (block := _block(v, indent + "  ")):
+                out.append(f"{indent}{key}: {block[0]}")
+                out.extend(block[1:])
             else:
                 out.append(f"{indent}{key}: {_scalar(v)}")
     else:
@@ -117,9 +141,22 @@ def _emit(value: Any, indent: str) -> list[str]:
                 lines = _emit(item, indent + "  ")
                 out.append(f"{indent}- {lines[0].lstrip()}")
                 out.extend(lines[1:])
+            elif isinstance(item, str) and (block := _block(item, indent + "  ")):
+                out.append(f"{indent}- {block[0]}")
+                out.extend(block[1:])
             else:
                 out.append(f"{indent}- {_scalar(item)}")
     return out
+
+
+def _block(text: str, indent: str) -> list[str] | None:
+    """A literal block (``|``/``|-``) for a multi-line script, when it is safe to write."""
+    body = text[:-1] if text.endswith("\n") else text
+    lines = body.split("\n")
+    if len(lines) < 2 or not lines[0] or lines[0][0] in " \t" or any(
+            (ln != ln.rstrip()) or not all(c.isprintable() for c in ln) for ln in lines):
+        return None
+    return ["|" if text.endswith("\n") else "|-", *(indent + ln if ln else "" for ln in lines)]
 
 
 def _scalar(value: Any) -> str:

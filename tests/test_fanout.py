@@ -80,7 +80,8 @@ def test_gitlab_child_pipeline_encodes_depends_on_as_needs(make_repo, tmp_path):
     assert code == 0, err
     assert secret not in out + err
     doc = yaml.safe_load(out)
-    jobs = {k: v for k, v in doc.items() if isinstance(v, dict) and "extends" in v}
+    jobs = {k: v for k, v in doc.items() if isinstance(v, dict)
+            and "GITOPS_PUSH_STACK" in v.get("variables", {})}
     assert set(jobs) == {"apply net", "apply app", "apply web", "apply solo"}
     assert jobs["apply net"]["needs"] == [] and jobs["apply solo"]["needs"] == []
     assert jobs["apply app"]["needs"] == [{"job": "apply net", "artifacts": False}]
@@ -90,9 +91,22 @@ def test_gitlab_child_pipeline_encodes_depends_on_as_needs(make_repo, tmp_path):
     assert jobs["apply net"]["variables"]["GITOPS_PUSH_CREDENTIAL_VARIABLES"] == "NET_AWS_KEY"
     assert jobs["apply web"]["variables"]["GITOPS_PUSH_STACK"] == "web"
     assert doc["variables"]["GITOPS_PUSH_DEPLOYMENT_ID"] == "4711"
-    assert doc["include"] == [{"local": "ci/gitops-push-fan-out-jobs.gitlab-ci.yml"}]
     assert all(v["extends"] == ".gitops-push-fan-out-apply" for v in jobs.values())
+    # the shipped job definitions are embedded: the pipeline needs no file in the project
+    assert "include" not in doc
+    assert "gitops-push apply" in doc[".gitops-push-fan-out-apply"]["script"][0]
+    assert doc["gitops-push:summary"]["stage"] == ".post"
+    assert doc["variables"]["GITOPS_PUSH_PIP_SPEC"].startswith("gitops-push==")
     path = tmp_path / "child.yml"
+    path.write_text(out)
+    assert schema_errors(path) == ""
+    # --include: the project's own copy of the job definitions instead
+    code, out, err = fan(r, "--platform", "gitlab", "--for", "apply", "--include",
+                         "ci/jobs.yml")
+    assert code == 0, err
+    doc = yaml.safe_load(out)
+    assert doc["include"] == [{"local": "ci/jobs.yml"}]
+    assert ".gitops-push-fan-out-apply" not in doc
     path.write_text(out)
     assert schema_errors(path) == ""
 

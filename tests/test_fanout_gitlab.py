@@ -40,8 +40,11 @@ CHAIN = {"c1": [], "c2": ["c1"], "c3": ["c2"], "x": []}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("include", [False, True], ids=["embedded-jobs", "included-jobs"])
 def test_the_child_pipeline_applies_each_stack_in_its_own_job_in_order(
-        tmp_path: Path, gitlab_ci_local: Path) -> None:
+        tmp_path: Path, gitlab_ci_local: Path, include: bool) -> None:
+    """``include``: the project keeps a copy of the jobs file and fan-out includes it (as
+    the fan-out template does); otherwise fan-out embeds the shipped definitions."""
     if shutil.which("terraform") is None:
         pytest.skip("terraform is not installed")
     origin, repo = tmp_path / "origin.git", tmp_path / "project"
@@ -50,8 +53,9 @@ def test_the_child_pipeline_applies_each_stack_in_its_own_job_in_order(
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
     git(tmp_path, "init", "-q", "-b", "main", str(repo))
     git(repo, "remote", "add", "origin", str(origin))
-    (repo / "ci").mkdir()
-    shutil.copy(JOBS_FILE, repo / "ci" / JOBS_FILE.name)
+    if include:
+        (repo / "ci").mkdir()
+        shutil.copy(JOBS_FILE, repo / "ci" / JOBS_FILE.name)
     lines = ["version: 1", "stacks:"]
     for name, deps in CHAIN.items():
         lines += [f"  - name: {name}", f"    path: stacks/{name}", "    type: terraform"]
@@ -72,14 +76,21 @@ def test_the_child_pipeline_applies_each_stack_in_its_own_job_in_order(
            if not k.startswith(("GITOPS_PUSH_", "CI_", "GITLAB_", "GITHUB_")) and k != "CI"}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
     # The parent pipeline's fan-out job (pipeline 321) writes the child pipeline.
+    flags = ["--include", f"ci/{JOBS_FILE.name}"] if include else []
     gen = run([str(VENV_BIN / "gitops-push"), "fan-out", "--platform", "gitlab", "--for",
-               "apply", "--out", "gitops-push-fan-out.yml"], cwd=repo,
+               "apply", *flags, "--out", "gitops-push-fan-out.yml"], cwd=repo,
               env={**env, "GITLAB_CI": "true", "CI_PIPELINE_ID": "321",
                    "CI_DEFAULT_BRANCH": "main"})
     assert gen.returncode == 0, gen.stderr
     child = repo / "gitops-push-fan-out.yml"
     # Test only: the shell executor instead of Docker (as the template test does).
-    child.write_text(child.read_text() + "\n.gitops-push-fan-out-job:\n  image: null\n")
+    text = child.read_text()
+    if include:
+        text += "\n.gitops-push-fan-out-job:\n  image: null\n"
+    else:
+        assert 'image: "python:3.12-slim"' in text
+        text = text.replace('image: "python:3.12-slim"', "image: null")
+    child.write_text(text)
     git(repo, "checkout", "-q", "--detach")  # as a runner checks out
 
     home = tmp_path / "gcl-home"

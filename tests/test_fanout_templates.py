@@ -52,8 +52,9 @@ def test_gitlab_parent_replaces_the_single_apply_with_a_child_pipeline():
     assert doc["gitops-push:apply"]["rules"] == [{"when": "never"}]
     gen = doc["gitops-push:fan-out"]
     assert gen["environment"] == {"name": "$GITOPS_PUSH_ENVIRONMENT", "action": "start"}
-    assert any("gitops-push fan-out --platform gitlab --for apply --out gitops-push-fan-out.yml"
-               in line for line in gen["script"])
+    assert any("gitops-push fan-out --platform gitlab --for apply --include "
+               f"ci/{CHILD.name} --out gitops-push-fan-out.yml" in line
+               for line in gen["script"])
     assert gen["artifacts"]["paths"] == ["gitops-push-fan-out.yml"]
     trigger = doc["gitops-push:apply-jobs"]
     assert trigger["trigger"] == {"include": [{"artifact": "gitops-push-fan-out.yml",
