@@ -180,7 +180,7 @@ def main() -> int:
             problems = check(out)
             verdict = "ok" if took < TARGET_S else "FAIL"
             jobs = len(json.loads(out)["include"]) if out.lstrip().startswith("{") else \
-                out.count("\n  extends:")
+                out.count("\n    GITOPS_PUSH_STACK:")
             print(f"fan-out {label:28s} {took:6.3f} s wall, {cpu:5.3f} s CPU "
                   f"(target < {TARGET_S} s: {verdict}); "
                   f"{jobs} jobs; output {'valid' if not problems else 'INVALID'}")
