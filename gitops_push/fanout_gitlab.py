@@ -82,7 +82,8 @@ def gitlab_pipeline(plan: FanOut, *, include: Sequence[str] = (),
         embedded = shipped_jobs()
     doc["stages"] = [f"gitops-push-{lvl}" for lvl in range(1, max(plan.levels, 1) + 1)]
     variables = {"GITOPS_PUSH_FAN_OUT_HEAD": plan.head,
-                 "GITOPS_PUSH_FAN_OUT_JOBS": str(len(plan.jobs))}
+                 "GITOPS_PUSH_FAN_OUT_JOBS": str(len(plan.jobs)),
+                 "GITOPS_PUSH_FAN_OUT_FOR": plan.command}
     if plan.deployment_id:
         variables["GITOPS_PUSH_DEPLOYMENT_ID"] = plan.deployment_id
     doc["variables"] = {**embedded.pop("variables", {}), **variables}

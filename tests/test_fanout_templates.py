@@ -4,8 +4,11 @@ template in tests/test_templates.py; the child pipeline runs in test_fanout_gitl
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
+import pytest
 from test_templates import TEMPLATES, load_workflow, load_yaml, steps_using
 
 from gitops_push import fanout_gitlab
@@ -78,3 +81,23 @@ def test_gitlab_child_jobs_are_what_fan_out_extends():
     assert summary["stage"] == ".post" and summary["when"] == "always"
     visible = [k for k in doc if not k.startswith(".") and k not in ("variables",)]
     assert visible == ["gitops-push:summary"]  # nothing else runs in the child
+
+
+@pytest.mark.parametrize(("variables", "says"), [
+    ({"GITOPS_PUSH_FAN_OUT_JOBS": "0", "GITOPS_PUSH_FAN_OUT_FOR": "apply"},
+     "nothing was fanned out"),
+    ({"GITOPS_PUSH_FAN_OUT_JOBS": "3", "GITOPS_PUSH_FAN_OUT_FOR": "plan"},
+     "plan records nothing in the audit trail"),
+])
+def test_the_summary_job_passes_when_there_is_no_deployment_to_summarize(variables, says):
+    """No stack, or a plan fan-out (nothing recorded): `summary` would exit 2."""
+    (first, *_) = load_yaml(CHILD)["gitops-push:summary"]["script"]
+    res = subprocess.run(["bash", "-e", "-c", first + "\necho went-on\n"], text=True,
+                         capture_output=True, env={"PATH": os.environ["PATH"], **variables},
+                         check=False)
+    assert res.returncode == 0 and says in res.stdout and "went-on" not in res.stdout
+    apply = {"GITOPS_PUSH_FAN_OUT_JOBS": "3", "GITOPS_PUSH_FAN_OUT_FOR": "apply"}
+    res = subprocess.run(["bash", "-e", "-c", first + "\necho went-on\n"], text=True,
+                         capture_output=True, env={"PATH": os.environ["PATH"], **apply},
+                         check=False)
+    assert "went-on" in res.stdout

@@ -246,7 +246,7 @@ def test_templates_install_this_release_by_default() -> None:
 TEMPLATE_ONLY = {"GITOPS_PUSH_PIP_SPEC", "GITOPS_PUSH_ENVIRONMENT", "GITOPS_PUSH_GIT_TOKEN",
                  "GITOPS_PUSH_GITLAB_TOKEN", "GITOPS_PUSH_SUMMARY_FILE", "GITOPS_PUSH_DRIFT",
                  "GITOPS_PUSH_CREDENTIAL_VARIABLES", "GITOPS_PUSH_FAN_OUT_HEAD",
-                 "GITOPS_PUSH_FAN_OUT_JOBS"}
+                 "GITOPS_PUSH_FAN_OUT_JOBS", "GITOPS_PUSH_FAN_OUT_FOR"}
 
 
 @pytest.fixture(scope="module")
