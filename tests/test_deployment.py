@@ -214,3 +214,13 @@ def test_summary_outside_ci_needs_a_deployment(make_repo, capsys):
     assert run(["-C", str(r.path), "summary", "--deployment", "nope"]) == ExitCode.USAGE
     assert "no run in the audit trail was recorded under deployment 'nope'" in \
         capsys.readouterr().err
+
+
+def test_the_audit_table_names_the_deployment_and_its_jobs(capsys):
+    from gitops_push.output import audit_table
+
+    merged = merge_log([rec("r1", "finished", [("net", "applied")]),
+                        rec("r2", "finished", [("app", "applied")])])
+    audit_table(merged)
+    out = capsys.readouterr().out
+    assert "9 (2 jobs)" in out and "net:applied" in out and "app:applied" in out
