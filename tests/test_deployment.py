@@ -224,3 +224,24 @@ def test_the_audit_table_names_the_deployment_and_its_jobs(capsys):
     audit_table(merged)
     out = capsys.readouterr().out
     assert "9 (2 jobs)" in out and "net:applied" in out and "app:applied" in out
+
+
+@pytest.mark.slow
+def test_a_job_destroys_a_stack_removed_since_its_last_deployment(fleet, tmp_path):
+    code, env = finish(job(fleet, tmp_path, "a4", "950", "apply", "--stack", "a4"))
+    assert code == 0, env
+    state = tmp_path / "state" / "a4.tfstate"
+    assert json.loads(state.read_text())["resources"]
+    text = (fleet.path / "gitops-push.yaml").read_text()
+    fleet.commit("remove a4", {"stacks/a4": None, "gitops-push.yaml": text.replace(
+        "  - name: a4\n    path: stacks/a4\n    type: terraform\n", "")}, push=True)
+    code, env = finish(job(fleet, tmp_path, "a4", "951", "apply", "--stack", "a4"))
+    assert code == ExitCode.USAGE
+    assert "would be DESTROYED: a4" in env["errors"][0]["message"]
+    code, env = finish(job(fleet, tmp_path, "a4", "951", "apply", "--stack", "a4",
+                           "--allow-destroy"))
+    assert code == 0, env
+    assert [(s["name"], s["result"]) for s in env["data"]["stacks"]] == [("a4", "destroyed")]
+    assert json.loads(state.read_text())["resources"] == []
+    code, env = finish(job(fleet, tmp_path, "zz", "951", "apply", "--stack", "zz"))
+    assert code == ExitCode.USAGE and "unknown stack(s): zz" in env["errors"][0]["message"]
