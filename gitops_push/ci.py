@@ -22,6 +22,10 @@ ENV_SPOOL_DIR = "GITOPS_PUSH_SPOOL_DIR"
 ENV_TERRAFORM_BIN = "GITOPS_PUSH_TERRAFORM_BIN"
 ENV_PLUGIN_CACHE = "GITOPS_PUSH_PLUGIN_CACHE_DIR"
 ENV_RUN_ID = "GITOPS_PUSH_RUN_ID"
+ENV_DEPLOYMENT_ID = "GITOPS_PUSH_DEPLOYMENT_ID"
+# the PR/MR comment (gitops_push.comment): tokens are read here, never printed
+ENV_GITHUB_TOKEN = "GITOPS_PUSH_GITHUB_TOKEN"  # noqa: S105  # a name; else GITHUB_TOKEN
+ENV_GITLAB_TOKEN = "GITOPS_PUSH_GITLAB_TOKEN"  # noqa: S105  # a variable name
 
 
 @dataclass(frozen=True)
@@ -151,5 +155,63 @@ def step_summary_path(environ: Mapping[str, str]) -> str | None:
     return environ.get("GITHUB_STEP_SUMMARY") or None
 
 
+def github_output_path(environ: Mapping[str, str]) -> str | None:
+    """GitHub's step-output file (``fan-out --github-output`` writes the matrices there)."""
+    return environ.get("GITHUB_OUTPUT") or None
+
+
 def is_zero_sha(sha: str | None) -> bool:
     return sha is not None and set(sha) == {"0"}
+
+
+def deployment_id(environ: Mapping[str, str]) -> str | None:
+    """The id every job of one pipeline records under (issue 15: one deployment, many
+    jobs): ``GITOPS_PUSH_DEPLOYMENT_ID``, else the GitHub run id (kept by re-runs, which
+    only bump GITHUB_RUN_ATTEMPT), else the GitLab pipeline id (kept by job retries).
+    A fan-out child pipeline gets its parent's id through GITOPS_PUSH_DEPLOYMENT_ID."""
+    explicit = clean(environ.get(ENV_DEPLOYMENT_ID), 80)
+    if explicit:
+        return explicit
+    if environ.get("GITHUB_ACTIONS") == "true":
+        return clean(environ.get("GITHUB_RUN_ID"), 80)
+    if environ.get("GITLAB_CI") == "true":
+        return clean(environ.get("CI_PIPELINE_ID"), 80)
+    return None
+
+
+@dataclass(frozen=True)
+class ReviewContext:
+    """Where a PR/MR comment goes: API root, repository/project, PR/MR number, token."""
+
+    api_url: str | None
+    project: str | None  # GitHub "owner/name"; GitLab the project id
+    number: str | None  # the pull request number / merge request iid
+    token: str | None  # a secret: never printed or recorded
+    run_url: str | None
+    commit: str | None = None  # to find the PR/MR of a pushed commit (apply on main)
+
+
+def review_context(platform: str, environ: Mapping[str, str]) -> ReviewContext:
+    """The comment target from the CI environment (flags override each field)."""
+    if platform == "github":
+        number = None
+        event_path = environ.get("GITHUB_EVENT_PATH")
+        if event_path:
+            try:
+                event = json.loads(Path(event_path).read_text(encoding="utf-8"))
+                pr = event.get("pull_request") if isinstance(event, dict) else None
+                if isinstance(pr, dict) and pr.get("number") is not None:
+                    number = str(pr["number"])
+            except (OSError, ValueError):
+                number = None
+        token = environ.get(ENV_GITHUB_TOKEN) or environ.get("GITHUB_TOKEN") or None
+        ctx = _github(environ) if environ.get("GITHUB_ACTIONS") == "true" else None
+        return ReviewContext(clean(environ.get("GITHUB_API_URL")) or "https://api.github.com",
+                             clean(environ.get("GITHUB_REPOSITORY")), number, token,
+                             ctx.pipeline_url if ctx else None,
+                             _sha(environ.get("GITHUB_SHA"), "GITHUB_SHA", []))
+    return ReviewContext(clean(environ.get("CI_API_V4_URL")), clean(environ.get("CI_PROJECT_ID")),
+                         clean(environ.get("CI_MERGE_REQUEST_IID")),
+                         environ.get(ENV_GITLAB_TOKEN) or None,
+                         clean(environ.get("CI_PIPELINE_URL")),
+                         _sha(environ.get("CI_COMMIT_SHA"), "CI_COMMIT_SHA", []))

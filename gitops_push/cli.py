@@ -406,6 +406,9 @@ def audit_log(state: State, stack: str | None, since: str | None, output: str) -
     repo, config = _open(state)
     entries = audit_mod.Trail(repo, config.audit, environ=os.environ).log(stack=stack,
                                                                           since=since)
+    from gitops_push.deployment import merge_log
+
+    entries = merge_log(entries)  # the jobs of one fan-out are one deployment
     if output == "json":
         out.print_json(out.Envelope("audit log", data={"runs": entries}))
     else:
@@ -598,6 +601,11 @@ def templates_show(name: str) -> None:
     from gitops_push import init as init_mod
 
     click.echo(init_mod.read_template(name), nl=False)
+
+
+from gitops_push import cli_scale  # noqa: E402  # fan-out, summary, comment (issue 15)
+
+cli_scale.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

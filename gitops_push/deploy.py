@@ -110,6 +110,8 @@ def record_base(session: Session, command: str, rng: Range, branch: str | None) 
         "job_url": ctx.job_url,
         "host": ci_env.clean(platform.node(), 100),
         "tool_versions": {"gitops-push": __version__},
+        # every job of one CI pipeline shares it: audit log, status and summary group by it
+        "deployment_id": ci_env.deployment_id(session.environ) or session.run_id,
     }
 
 

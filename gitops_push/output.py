@@ -474,7 +474,9 @@ def audit_table(entries: Sequence[Mapping[str, Any]]) -> None:
     _plain_table(
         "gitops-push audit log",
         ("finished", "run", "command", "commit", "actor", "outcome", "stacks"),
-        ((e.get("finished_at") or e.get("started_at"), e.get("run_id"), e.get("command"),
+        ((e.get("finished_at") or e.get("started_at"),
+          f"{e.get('deployment_id')} ({len(e['runs'])} jobs)" if e.get("runs")
+          else e.get("run_id"), e.get("command"),
           str(e.get("head") or "")[:12], e.get("actor"), e.get("outcome") or e.get("phase"),
           ", ".join(f"{s.get('name')}:{s.get('result')}" for s in e.get("stacks") or []
                     if isinstance(s, Mapping)))

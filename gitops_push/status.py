@@ -29,11 +29,12 @@ def status(repo: Repo, config: Config, environ: Mapping[str, str]) -> list[dict[
         d = last.get(s.name)
         row: dict[str, Any] = {"name": s.name, "type": s.type, "path": s.path,
                                "deployed_commit": None, "deployed_at": None, "deployed_by": None,
-                               "run_id": None, "head": head, "state": "never deployed"}
+                               "run_id": None, "deployment_id": None, "head": head,
+                               "state": "never deployed"}
         if d:
             sha = str(d["commit"])
             row.update(deployed_commit=sha, deployed_at=d["at"], deployed_by=d["by"],
-                       run_id=d["run_id"])
+                       run_id=d["run_id"], deployment_id=d.get("deployment_id"))
             if sha == head:
                 row["state"] = "up to date"
             elif not repo.has_commit(sha):

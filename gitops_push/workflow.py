@@ -303,6 +303,7 @@ def last_deployments(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
                     "commit": rec["head"], "at": rec.get("finished_at"),
                     "by": rec.get("actor"), "run_id": rec.get("run_id"),
                     "command": rec.get("command"), "result": st.get("result"),
+                    "deployment_id": rec.get("deployment_id") or rec.get("run_id"),
                 }
     return out
 
@@ -321,6 +322,8 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
     stack never deployed counts as changed; a stack already deployed from a commit that
     contains HEAD (a newer pipeline finished first) is skipped, never rolled back.
     """
+    if opts.stacks and opts.base is None and not opts.all_stacks:
+        return _named_for_apply(repo, config, opts, environ, records)
     if opts.base is not None or opts.all_stacks or opts.stacks:
         return select(repo, config, opts, environ), [], []
     head = repo.resolve("HEAD")
@@ -372,6 +375,55 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
                             [c for c in picked.values() if c.status == "removed"])
     rng = Range(None, head, "audit-trail", tuple(warnings))
     return ChangeSet(rng, tuple(ordered), tuple(stacks)), stale, warnings
+
+
+def _named_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
+                     records: list[dict[str, Any]]) -> tuple[ChangeSet, list[StackOutcome],
+                                                             list[str]]:
+    """``apply --stack``: the named stacks, as a fan-out job runs them (issue 15).
+
+    A name no longer at HEAD is a stack removed since its last deployment; a stack last
+    deployed from a commit that contains HEAD is skipped as stale (a job of an older
+    pipeline never rolls it back, as ``apply`` without ``--stack``).
+    """
+    head = repo.resolve("HEAD")
+    present = {s.name: s for s in resolve_stacks(config, repo, repo.tree(head))}
+    deployed = deployed_commits(records)
+    stale: list[StackOutcome] = []
+    fresh: list[str] = []
+    for name in opts.stacks:
+        sha = deployed.get(name)
+        if name in present and sha and sha != head and repo.has_commit(sha) \
+                and repo.is_ancestor(head, sha):
+            st = present[name]
+            stale.append(StackOutcome(
+                name=name, type=st.type, path=st.path, wave=0, status="stale",
+                result="skipped", message=f"skipped: already deployed from newer commit "
+                                          f"{sha[:12]} (this pipeline is older; it never "
+                                          "rolls a stack back)"))
+        else:
+            fresh.append(name)
+    gone = [n for n in fresh if n not in present]
+    if not gone and len(fresh) == len(opts.stacks):
+        return select(repo, config, opts, environ), [], []
+    kept_names = tuple(n for n in fresh if n in present)
+    kept = select(repo, config, replace(opts, stacks=kept_names), environ) if kept_names \
+        else None
+    if not gone:
+        if kept is not None:
+            return kept, stale, []
+        cs = select(repo, config, replace(opts, stacks=(), all_stacks=True), environ)
+        return ChangeSet(cs.range, (), cs.all_stacks), stale, []
+    full, _, warnings = select_for_apply(repo, config, replace(opts, stacks=()), environ,
+                                         records)
+    removed = {c.stack.name: c for c in full.stacks if c.status == "removed"}
+    unknown = [n for n in gone if n not in removed]
+    if unknown:
+        raise UserError(f"--stack: unknown stack(s): {', '.join(unknown)}; known: "
+                        f"{', '.join(sorted(set(present) | set(removed))) or '(none)'}")
+    ordered = changes.order(list(kept.stacks) if kept else [], list(full.all_stacks),
+                            [replace(removed[n], note="--stack") for n in gone])
+    return ChangeSet(full.range, tuple(ordered), full.all_stacks), stale, warnings
 
 
 # -- plan ---------------------------------------------------------------------------------

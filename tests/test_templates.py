@@ -207,10 +207,11 @@ def test_gitlab_schema_check_rejects_a_broken_template(tmp_path: Path) -> None:
     assert check_jsonschema("vendor.gitlab-ci", broken, transform="gitlab-ci").returncode == 1
 
 
+@pytest.mark.parametrize("path", GITLAB_FILES, ids=lambda p: p.name)
 @pytest.mark.parametrize("key", ["before_script", "script", "after_script"])
-def test_every_gitlab_script_line_is_a_string(key: str) -> None:
+def test_every_gitlab_script_line_is_a_string(key: str, path: Path) -> None:
     """An unquoted ``echo "a: b"`` is a YAML mapping; the schema lets that through."""
-    doc = load_yaml(GITLAB_TEMPLATE)
+    doc = load_yaml(path)
     for name, job in doc.items():
         if not isinstance(job, dict) or key not in job:
             continue
@@ -244,14 +245,16 @@ def test_templates_install_this_release_by_default() -> None:
 # Variables the templates themselves define and read; none may be a CLI flag's.
 TEMPLATE_ONLY = {"GITOPS_PUSH_PIP_SPEC", "GITOPS_PUSH_ENVIRONMENT", "GITOPS_PUSH_GIT_TOKEN",
                  "GITOPS_PUSH_GITLAB_TOKEN", "GITOPS_PUSH_SUMMARY_FILE", "GITOPS_PUSH_DRIFT",
-                 "GITOPS_PUSH_NOTE"}  # the last one is a heredoc delimiter
+                 "GITOPS_PUSH_CREDENTIAL_VARIABLES", "GITOPS_PUSH_FAN_OUT_HEAD",
+                 "GITOPS_PUSH_FAN_OUT_JOBS", "GITOPS_PUSH_FAN_OUT_FOR"}
 
 
 @pytest.fixture(scope="module")
 def cli_flag_variables() -> set[str]:
     """GITOPS_PUSH_<FLAG> for every flag of the commands the templates run."""
     help_text = ""
-    for command in ([], ["changed"], ["plan"], ["apply"], ["drift"]):
+    for command in ([], ["changed"], ["plan"], ["apply"], ["drift"], ["fan-out"], ["summary"],
+                    ["comment"]):
         res = run([sys.executable, "-m", "gitops_push", *command, "--help"])
         assert res.returncode == 0, res.stderr
         help_text += res.stdout
@@ -265,7 +268,7 @@ def test_template_only_variables_are_not_read_by_the_cli_as_flags(cli_flag_varia
     assert not TEMPLATE_ONLY & cli_flag_variables
 
 
-@pytest.mark.parametrize("path", [*GITHUB_WORKFLOWS, GITHUB_ACTION, GITLAB_TEMPLATE],
+@pytest.mark.parametrize("path", [*GITHUB_WORKFLOWS, GITHUB_ACTION, *GITLAB_FILES],
                          ids=lambda p: p.name)
 def test_every_gitops_push_variable_in_a_template_means_something(path, cli_flag_variables):
     """A typo such as GITOPS_PUSH_SUMARY_MD would be silently ignored by the CLI."""
@@ -302,7 +305,10 @@ def test_only_the_apply_job_can_push() -> None:
         for name, job in load_workflow(wf.name)["jobs"].items():
             if job["permissions"].get("contents") == "write":
                 writers.append((wf.name, name))
-    assert writers == [("gitops-push-apply.yml", "apply")]
+    waves = [("gitops-push-apply-fan-out.yml", n) for n in load_workflow(
+        "gitops-push-apply-fan-out.yml")["jobs"] if n.startswith("wave-")]
+    assert len(waves) >= 4
+    assert sorted(writers) == sorted([("gitops-push-apply.yml", "apply"), *waves])
 
 
 def test_the_job_running_pull_request_code_cannot_write() -> None:
@@ -422,69 +428,15 @@ def summary_file(tmp_path: Path) -> Callable[[str], dict[str, str]]:
     return write
 
 
-PR_PAYLOAD = {"pull_request": {"head": {"sha": "feedface" * 5}}}
-BOT = {"login": "github-actions[bot]", "type": "Bot"}
-
-
-def test_plan_comment_is_created_once_with_the_hidden_marker(run_github_script, summary_file):
-    script = github_script("gitops-push-plan.yml", "comment", "comment")
-    result = run_github_script(script, env=summary_file("## Plan\n1 to add"), payload=PR_PAYLOAD,
-                               comments=[{"id": 1, "body": "LGTM", "user": {"login": "ada",
-                                                                              "type": "User"}}])
-    assert result.error is None
-    assert result.methods() == ["listComments", "createComment"]
-    (created,) = [c for c in result.comments if c["id"] != 1]
-    assert created["body"].startswith(PLAN_MARKER)
-    assert "1 to add" in created["body"]
-    assert "feedfacefeed" in created["body"]  # the planned head commit
-
-
-def test_plan_comment_is_edited_in_place_on_the_next_push(run_github_script, summary_file):
-    script = github_script("gitops-push-plan.yml", "comment", "comment")
-    existing = [
-        {"id": 5, "body": f"quoting {PLAN_MARKER}", "user": {"login": "bo", "type": "User"}},
-        {"id": 9, "body": f"{PLAN_MARKER}\nold plan", "user": BOT},
-    ]
-    result = run_github_script(script, env=summary_file("new plan"), payload=PR_PAYLOAD,
-                               comments=existing)
-    assert result.error is None
-    assert result.methods() == ["listComments", "updateComment"]
-    assert result.calls[1]["params"]["comment_id"] == 9
-    bodies = {c["id"]: c["body"] for c in result.comments}
-    assert "new plan" in bodies[9]
-    assert bodies[5] == f"quoting {PLAN_MARKER}"
-    assert len(result.comments) == 2
-
-
-def test_a_huge_plan_is_truncated_to_fit_one_comment(run_github_script, summary_file):
-    script = github_script("gitops-push-plan.yml", "comment", "comment")
-    huge = "```diff\n" + "+ resource \U0001f680 changed\n" * 20000  # ~500k chars, fence left open
-    result = run_github_script(script, env=summary_file(huge), payload=PR_PAYLOAD)
-    assert result.error is None
-    (comment,) = result.comments
-    body = comment["body"]
-    assert len(body.encode("utf-16-le")) // 2 <= GITHUB_COMMENT_LIMIT
-    assert "Truncated" in body
-    assert body.count("```") % 2 == 0  # the open code fence was closed
-    assert "\ufffd" not in body  # no emoji cut in half
-
-
-def test_a_missing_summary_still_gives_a_comment(run_github_script, tmp_path):
-    script = github_script("gitops-push-plan.yml", "comment", "comment")
-    env = {"SUMMARY_FILE": str(tmp_path / "nope.md"), "PLAN_RESULT": "failure",
-           "PLAN_EXIT_CODE": "2"}
-    result = run_github_script(script, env=env, payload=PR_PAYLOAD)
-    (comment,) = result.comments
-    assert "produced no summary" in comment["body"]
-    assert "exit code 2" in comment["body"]
-
-
-def test_comment_api_errors_are_warnings_not_failures(run_github_script, summary_file):
-    script = github_script("gitops-push-plan.yml", "comment", "comment")
-    result = run_github_script(script, env=summary_file("plan"), payload=PR_PAYLOAD,
-                               fail=["createComment"])
-    assert result.error is None
-    assert any("could not write the plan comment" in w for w in result.warnings())
+def test_plan_comment_is_written_by_the_cli_not_by_inline_script() -> None:
+    """The upsert (marker, paging, limit, errors) is ``gitops-push comment``, tested
+    against a local API in tests/test_comment.py; the job only calls it."""
+    job = load_workflow("gitops-push-plan.yml")["jobs"]["comment"]
+    assert not steps_using(job, "actions/github-script")
+    (step,) = [s for s in job["steps"] if "comment" in s.get("name", "")]
+    assert "gitops-push comment --platform github --marker plan" in step["run"]
+    assert step["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+    assert "|| echo" in step["run"], "an API error must not fail the workflow"
 
 
 def _drift_env(summary_file: Callable[[str], dict[str, str]], exit_code: str) -> dict[str, str]:
@@ -943,55 +895,46 @@ def fake_gitlab() -> Iterator[FakeGitLab]:
         thread.join(timeout=5)
 
 
-def mr_note_script(gitlab: Mapping[str, Any]) -> str:
-    """The Python heredoc of the plan job, as the job's shell would hand it to python3."""
-    (block,) = [line for line in gitlab["gitops-push:plan"]["script"] if "GITOPS_PUSH_NOTE" in line]
-    lines = block.splitlines()
-    start = next(i for i, ln in enumerate(lines) if "<<'GITOPS_PUSH_NOTE'" in ln) + 1
-    end = lines.index("GITOPS_PUSH_NOTE")
-    return "\n".join(lines[start:end]) + "\n"
+def mr_note_snippet(gitlab: Mapping[str, Any]) -> str:
+    """The plan job's shell block that posts the merge request note."""
+    (block,) = [line for line in gitlab["gitops-push:plan"]["script"]
+                if "gitops-push comment" in line]
+    return str(block)
 
 
-def note_env(fake: FakeGitLab, **extra: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "CI_API_V4_URL": fake.url, "CI_PROJECT_ID": "42",
-            "CI_MERGE_REQUEST_IID": "3", "CI_COMMIT_SHORT_SHA": "abc12345",
-            "CI_JOB_URL": "https://gitlab.example.com/acme/infra/-/jobs/1",
+def note_env(fake: FakeGitLab, summary: Path, **extra: str) -> dict[str, str]:
+    return {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "HOME": os.environ["HOME"],
+            "CI_API_V4_URL": fake.url, "CI_PROJECT_ID": "42", "CI_MERGE_REQUEST_IID": "3",
+            "CI_PIPELINE_SOURCE": "merge_request_event", "GITOPS_PUSH_SUMMARY_FILE": str(summary),
             "GITOPS_PUSH_GITLAB_TOKEN": fake.token, **extra}
 
 
 def test_mr_note_is_created_then_edited_in_place(gitlab, fake_gitlab, tmp_path):
-    script = mr_note_script(gitlab)
+    snippet = mr_note_snippet(gitlab)
     summary = tmp_path / "summary.md"
     for text in ("first plan", "second plan"):
         summary.write_text(text)
-        res = run([sys.executable, "-", str(summary)], env=note_env(fake_gitlab),
-                  input_text=script)
+        res = run(["bash", "-e", "-c", snippet], env=note_env(fake_gitlab, summary))
         assert res.returncode == 0, res.stderr
+        assert fake_gitlab.token not in res.stdout + res.stderr
     ours = [n for n in fake_gitlab.notes.values() if PLAN_MARKER in n["body"]]
     assert len(ours) == 1
     assert "second plan" in ours[0]["body"]
     assert fake_gitlab.notes[1]["body"] == "Looks good"
 
 
-def test_mr_note_truncates_a_huge_plan(gitlab, fake_gitlab, tmp_path):
+def test_mr_note_errors_and_a_missing_token_do_not_fail_the_job(gitlab, fake_gitlab, tmp_path):
     summary = tmp_path / "summary.md"
-    summary.write_text("```\n" + "~ change\n" * 200_000)  # 1.8M characters
-    res = run([sys.executable, "-", str(summary)], env=note_env(fake_gitlab),
-              input_text=mr_note_script(gitlab))
-    assert res.returncode == 0, res.stderr
-    (ours,) = [n for n in fake_gitlab.notes.values() if PLAN_MARKER in n["body"]]
-    assert len(ours["body"]) <= GITLAB_NOTE_LIMIT
-    assert "Truncated" in ours["body"]
-    assert ours["body"].count("```") % 2 == 0
-
-
-def test_mr_note_is_skipped_without_a_token(gitlab, fake_gitlab, tmp_path):
-    res = run([sys.executable, "-", str(tmp_path / "none.md")],
-              env=note_env(fake_gitlab, GITOPS_PUSH_GITLAB_TOKEN=""),
-              input_text=mr_note_script(gitlab))
+    summary.write_text("plan")
+    res = run(["bash", "-e", "-c", mr_note_snippet(gitlab)],
+              env=note_env(fake_gitlab, summary, GITOPS_PUSH_GITLAB_TOKEN=""))
     assert res.returncode == 0
     assert "skipping the merge request note" in res.stdout
     assert fake_gitlab.requests == []
+    res = run(["bash", "-e", "-c", mr_note_snippet(gitlab)],
+              env=note_env(fake_gitlab, summary, GITOPS_PUSH_GITLAB_TOKEN="glpat-wrong"))
+    assert res.returncode == 0
+    assert "HTTP 401" in res.stderr and "could not update the merge request note" in res.stdout
 
 
 # ============================================ end to end: GitLab jobs, real terraform
