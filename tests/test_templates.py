@@ -1188,6 +1188,66 @@ def test_gitlab_rules_pick_the_jobs_of_each_pipeline(sample_project: SampleProje
     assert sample_project.pipeline("push").jobs_that_run() == []
 
 
+# ================================= the pipeline `init --ci gitlab` writes (issue 12, item 3)
+
+
+def _init_project(tmp_path: Path, gitlab_ci: str | None = None) -> Path:
+    repo = tmp_path / "fresh"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    (repo / "infra" / "app").mkdir(parents=True)
+    (repo / "infra" / "app" / "main.tf").write_text('resource "terraform_data" "a" {}\n')
+    if gitlab_ci is not None:
+        (repo / ".gitlab-ci.yml").write_text(gitlab_ci)
+    res = run([str(VENV_BIN / "gitops-push"), "-C", str(repo), "init", "--ci", "gitlab"])
+    assert res.returncode == 0, res.stderr
+    return repo
+
+
+def _list_jobs(gitlab_ci_local: Path, repo: Path, tmp_path: Path
+               ) -> subprocess.CompletedProcess[str]:
+    home = tmp_path / "gcl-home"
+    home.mkdir(exist_ok=True)
+    # The files exactly as written: gitlab-ci-local's own checks, the schema included.
+    return run([str(gitlab_ci_local), "--home", str(home), "--no-color", "--list-json"],
+               cwd=repo, env={**os.environ, "PATH": os.environ["PATH"]})
+
+
+def test_the_gitlab_pipeline_init_writes_is_accepted(tmp_path, gitlab_ci_local):
+    repo = _init_project(tmp_path)
+    res = _list_jobs(gitlab_ci_local, repo, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    jobs = {j["name"]: j["stage"] for j in json.loads(res.stdout)}
+    assert jobs == {"gitops-push:lint": "lint", "gitops-push:plan": "plan",
+                    "gitops-push:apply": "apply", "gitops-push:drift": "drift"}
+
+
+def test_an_include_without_the_stages_is_what_gitlab_rejects(tmp_path, gitlab_ci_local):
+    """The failure this guards against, seen through the same tool (issue 12, item 3)."""
+    repo = _init_project(tmp_path)
+    (repo / ".gitlab-ci.yml").write_text("include:\n  - local: ci/gitops-push.gitlab-ci.yml\n")
+    res = _list_jobs(gitlab_ci_local, repo, tmp_path)
+    assert res.returncode != 0
+    assert "stage:lint not found for gitops-push:lint" in res.stdout + res.stderr
+
+
+def test_following_inits_advice_for_an_existing_pipeline_is_accepted(tmp_path, gitlab_ci_local):
+    mine = "build:\n  stage: build\n  script: [make]\n"
+    repo = _init_project(tmp_path, mine)
+    assert (repo / ".gitlab-ci.yml").read_text() == mine
+    res = run([str(VENV_BIN / "gitops-push"), "-C", str(repo), "init", "--ci", "gitlab",
+               "--force"])
+    assert res.returncode == 0, res.stderr
+    advice = []
+    for line in res.stderr.split("(the included jobs need their stages):\n")[1].splitlines():
+        if re.match(r"\s+\d+\. ", line):
+            break
+        advice.append(line[5:])  # the step's indentation
+    (repo / ".gitlab-ci.yml").write_text("\n".join(advice) + "\n" + mine)
+    listed = _list_jobs(gitlab_ci_local, repo, tmp_path)
+    assert listed.returncode == 0, (repo / ".gitlab-ci.yml").read_text() + listed.stderr
+    assert {j["name"] for j in json.loads(listed.stdout)} >= {"build", "gitops-push:drift"}
+
+
 # ================================================ fake GitLab API for the MR note
 
 
