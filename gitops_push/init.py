@@ -239,6 +239,10 @@ def init(repo: Repo, *, ci: str, force: bool, pip_spec: str | None = None) -> In
     edits and comments, and adding CI files (or another platform's) must not touch it.
     ``force`` overwrites the CI files only.
     """
+    if pip_spec is not None and (not pip_spec.strip() or "${{" in pip_spec
+                                 or not pip_spec.isprintable()):
+        raise UserError(f"--pip-spec {pip_spec!r}: expected pip requirement(s) on one line, "
+                        "e.g. git+https://github.com/ORG/gitops-push@COMMIT")
     result = InitResult()
     files: list[tuple[Path, str]] = []
     existing_config = config_mod.find_config(repo.root, None)

@@ -221,6 +221,17 @@ def test_pip_spec_is_written_into_every_ci_file(make_repo: Callable[..., GitRepo
             "GITOPS_PUSH_PIP_SPEC"] == SPEC, path.name
 
 
+@pytest.mark.parametrize("bad", ["", "gitops-push\n--index-url http://evil", "${{ secrets.X }}"])
+def test_a_pip_spec_that_cannot_be_one_line_of_a_ci_file_is_refused(
+        make_repo: Callable[..., GitRepo], bad: str) -> None:
+    r = make_repo(FILES)
+    code, _, err = gp("-C", str(r.path), "init", "--ci", "github", "--pip-spec", bad)
+    assert code == ExitCode.USAGE
+    assert "--pip-spec" in err and "one line" in err
+    assert not (r.path / "gitops-push.yaml").exists()
+    assert not (r.path / ".github").exists()
+
+
 def test_without_a_pip_spec_init_says_what_to_set(make_repo: Callable[..., GitRepo]) -> None:
     r = make_repo(FILES)
     code, _, err = gp("-C", str(r.path), "init", "--ci", "gitlab")
