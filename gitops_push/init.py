@@ -223,7 +223,7 @@ def _gitlab_entry_advice(text: str) -> str | None:
         lines.append(GITLAB_INCLUDE.rstrip())
     if missing:
         if isinstance(stages, list):
-            lines.append(f"and these stages to your stages: list: {', '.join(missing)}")
+            lines.append(f"and add {', '.join(missing)} to your stages: list")
         else:
             lines.append("stages: [build, test, deploy, " + ", ".join(GITLAB_STAGES) + "]"
                          "   # GitLab's defaults, plus gitops-push's")
