@@ -548,14 +548,22 @@ def _check_stack_exists(state: State, stack: str) -> None:
 @cli.command()
 @click.option("--ci", type=click.Choice(["github", "gitlab", "none"]), default="none",
               show_default=True, help="Copy this CI system's templates into the repository.")
-@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--force", is_flag=True,
+              help="Overwrite existing CI files (gitops-push.yaml is never overwritten).")
+@click.option("--pip-spec", metavar="SPEC", default=None,
+              help="What CI jobs pip install (GITOPS_PUSH_PIP_SPEC), e.g. a git URL pinned to "
+                   "a commit (default: this install's, if it came from one).")
 @click.pass_obj
-def init(state: State, ci: str, force: bool) -> None:
+def init(state: State, ci: str, force: bool, pip_spec: str | None) -> None:
     """Write a starter gitops-push.yaml (stacks discovered) and copy CI templates.
+
+    An existing gitops-push.yaml is kept as it is, so this also adds CI files to a
+    repository that is already set up.
 
     \b
     Examples:
       gitops-push init --ci github
+      gitops-push init --ci gitlab --pip-spec git+https://github.com/ORG/gitops-push@COMMIT
       gitops-push init --ci gitlab --force
     """
     from gitops_push import init as init_mod
@@ -564,7 +572,7 @@ def init(state: State, ci: str, force: bool) -> None:
 
     state.command = "init"
     repo = Repo(state.repo)
-    result = init_mod.init(repo, ci=ci, force=force)
+    result = init_mod.init(repo, ci=ci, force=force, pip_spec=pip_spec)
     out.init_text(result)
 
 

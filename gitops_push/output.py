@@ -523,6 +523,8 @@ def init_text(result: Any) -> None:
     con = err_console()
     for w in result.written:
         con.print(f"wrote {visible(w)}")
+    for k in result.kept:
+        con.print(f"kept {visible(k)} as it is (init never rewrites it)")
     con.print(f"found {len(result.stacks)} stack(s): " + ", ".join(
         visible(f"{s['name']} ({s['type']}, {s['path']})") for s in result.stacks))
     con.print("next steps:")
