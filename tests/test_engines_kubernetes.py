@@ -19,11 +19,11 @@ import yaml
 
 from gitops_push import config
 from gitops_push.config import Stack
-from gitops_push.engines import kubernetes as k8s
-from gitops_push.engines._k8s_kubectl import conflicts, explain, kubeconfig_secrets
-from gitops_push.engines._k8s_objects import changed_paths
-from gitops_push.engines._k8s_wait import deployment_status, job_status
 from gitops_push.engines.base import EngineContext, LintResult, PlanResult
+from gitops_push.engines.kubernetes import engine as k8s
+from gitops_push.engines.kubernetes.kubectl import conflicts, explain, kubeconfig_secrets
+from gitops_push.engines.kubernetes.objects import changed_paths
+from gitops_push.engines.kubernetes.wait import deployment_status, job_status
 from gitops_push.errors import ConfigError, GitopsPushError, ToolError, UserError
 from gitops_push.schema import Section
 
@@ -351,7 +351,7 @@ def test_pruning_a_namespace_needs_consent_and_the_saved_plan_keeps_that(
 
 
 def test_prunes_that_cascade_need_consent_and_plain_ones_do_not() -> None:
-    from gitops_push.engines._k8s_objects import ObjRef
+    from gitops_push.engines.kubernetes.objects import ObjRef
 
     crd = ObjRef("apiextensions.k8s.io", "CustomResourceDefinition", "", "widgets.example.com")
     ns = ObjRef("", "Namespace", "", "team")
@@ -758,7 +758,7 @@ def test_apply_refuses_a_plan_whose_secret_changed_since(deployer: Deployer, kub
 
 def test_kubeconfig_tokens_and_keys_are_redacted_from_kubectl_output(
         deployer: Deployer, kube: Any) -> None:
-    from gitops_push.engines._k8s_kubectl import Kubectl, resolve_access
+    from gitops_push.engines.kubernetes.kubectl import Kubectl, resolve_access
 
     ctx = deployer.ctx()
     access = resolve_access(kubeconfig=str(kube.kubeconfig), kubeconfig_env=None, context=None,
@@ -1081,7 +1081,7 @@ def test_inventory_names_are_valid_and_unique() -> None:
 
 
 def test_fields_taken_over_come_from_the_servers_managed_fields() -> None:
-    from gitops_push.engines._k8s_owners import taken_over, takeover_notes
+    from gitops_push.engines.kubernetes.owners import taken_over, takeover_notes
 
     def obj(*entries: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         return {"metadata": {"managedFields": [

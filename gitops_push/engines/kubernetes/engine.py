@@ -23,8 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitops_push import proc
-from gitops_push.engines import _k8s_lint as lintmod
-from gitops_push.engines._k8s_kubectl import (
+from gitops_push.engines.base import (
+    ApplyResult,
+    Change,
+    Diagnostic,
+    DriftItem,
+    DriftResult,
+    EngineContext,
+    EngineSpec,
+    LintResult,
+    PlanResult,
+)
+from gitops_push.engines.kubernetes import lint as lintmod
+from gitops_push.engines.kubernetes.kubectl import (
     GLOBAL_CAUSES,
     INSTALL_HINT,
     KUBECTL,
@@ -36,7 +47,7 @@ from gitops_push.engines._k8s_kubectl import (
     kubeconfig_secret_labels,
     resolve_access,
 )
-from gitops_push.engines._k8s_objects import (
+from gitops_push.engines.kubernetes.objects import (
     STACK_LABEL,
     IgnoreRule,
     Manifest,
@@ -54,7 +65,7 @@ from gitops_push.engines._k8s_objects import (
     secret_values,
     sort_key,
 )
-from gitops_push.engines._k8s_owners import (
+from gitops_push.engines.kubernetes.owners import (
     Owner,
     check_owners,
     inventory_name,
@@ -65,26 +76,15 @@ from gitops_push.engines._k8s_owners import (
     takeover_notes,
     write_inventory,
 )
-from gitops_push.engines._k8s_render import lint_kustomize, read_files, render
-from gitops_push.engines._k8s_settings import (
+from gitops_push.engines.kubernetes.render import lint_kustomize, read_files, render
+from gitops_push.engines.kubernetes.settings import (
     KubernetesSettings,
     env_names,
     location_env_names,
     parse_settings,
     settings_of,
 )
-from gitops_push.engines._k8s_wait import CRD, Waiter, waits_for
-from gitops_push.engines.base import (
-    ApplyResult,
-    Change,
-    Diagnostic,
-    DriftItem,
-    DriftResult,
-    EngineContext,
-    EngineSpec,
-    LintResult,
-    PlanResult,
-)
+from gitops_push.engines.kubernetes.wait import CRD, Waiter, waits_for
 from gitops_push.errors import ToolError, UserError
 from gitops_push.fsutil import atomic_write
 from gitops_push.project import default_project

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from gitops_push import proc
-from gitops_push.engines._k8s_objects import (
+from gitops_push.engines.base import EngineContext
+from gitops_push.engines.kubernetes.objects import (
     INVENTORY_LABEL,
     PROJECT_LABEL,
     ObjRef,
@@ -30,7 +31,6 @@ from gitops_push.engines._k8s_objects import (
     masked_pair,
     ref_of_body,
 )
-from gitops_push.engines.base import EngineContext
 from gitops_push.errors import ParseError, ToolError, UserError
 from gitops_push.yamlsafe import load_all
 

@@ -16,7 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from gitops_push.engines._k8s_objects import (
+from gitops_push.engines.base import Diagnostic
+from gitops_push.engines.kubernetes.objects import (
     CLUSTER_SCOPED,
     Manifest,
     ObjRef,
@@ -26,7 +27,6 @@ from gitops_push.engines._k8s_objects import (
     key_line,
     secret_fields,
 )
-from gitops_push.engines.base import Diagnostic
 
 MAX_SCHEMA_ERRORS = 5  # per object: the first few say enough
 _MAX_MESSAGE = 200

@@ -23,7 +23,7 @@ from gitops_push.errors import ParseError
 from gitops_push.yamlsafe import compose_all, line_of, to_python
 
 STACK_LABEL = "gitops-push.io/stack"
-PROJECT_LABEL = "gitops-push.io/project"  # see _k8s_owners
+PROJECT_LABEL = "gitops-push.io/project"  # see owners.py
 INVENTORY_LABEL = "gitops-push.io/inventory"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")

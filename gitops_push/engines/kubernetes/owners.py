@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_push.engines._k8s_kubectl import Inventory, Kubectl
-from gitops_push.engines._k8s_objects import PROJECT_LABEL, STACK_LABEL, ObjRef
+from gitops_push.engines.kubernetes.kubectl import Inventory, Kubectl
+from gitops_push.engines.kubernetes.objects import PROJECT_LABEL, STACK_LABEL, ObjRef
 from gitops_push.errors import UserError
 
 # -- the inventory ---------------------------------------------------------------------

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from gitops_push import proc
-from gitops_push.engines._k8s_kubectl import KUBECTL
-from gitops_push.engines._k8s_objects import (
+from gitops_push.engines.base import Diagnostic, EngineContext
+from gitops_push.engines.kubernetes.kubectl import KUBECTL
+from gitops_push.engines.kubernetes.objects import (
     Manifest,
     display_path,
     identity_problem,
@@ -27,7 +28,6 @@ from gitops_push.engines._k8s_objects import (
     parse_file,
     parse_rendered,
 )
-from gitops_push.engines.base import Diagnostic, EngineContext
 from gitops_push.errors import ParseError, ToolError, UserError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_push.engines._k8s_objects import ObjRef
+from gitops_push.engines.kubernetes.objects import ObjRef
 from gitops_push.errors import Interrupted, ToolError
 
 POLL_SECONDS = 1.0

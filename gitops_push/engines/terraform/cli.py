@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from gitops_push import proc
-from gitops_push.engines._tf_plan import obj
-from gitops_push.engines._tf_settings import TerraformSettings
 from gitops_push.engines.base import EngineContext
+from gitops_push.engines.terraform.plan import obj
+from gitops_push.engines.terraform.settings import TerraformSettings
 from gitops_push.errors import ToolError, UserError
 
 
@@ -183,7 +183,7 @@ def show_json(tf: Tf, plan_file: Path) -> dict[str, Any]:
     """``show -json``: holds every value in clear, so it is parsed in memory and dropped.
 
     Not redacted by proc.run: replacing a secret that equals a JSON key or literal
-    (``true``) would corrupt the document; what we keep is redacted by ``_tf_plan.clean``.
+    (``true``) would corrupt the document; what we keep is redacted by ``plan.clean``.
     """
     result = proc.run([tf.binary, "show", "-json", "-no-color", os.fspath(plan_file)],
                       env=tf.env, cwd=tf.ctx.stack_dir, timeout=tf.timeout, check=False,

@@ -4,9 +4,9 @@ Every call goes through ``proc.run`` (argument lists, the filtered environment t
 runner built, timeouts that stop Terraform with SIGINT so it releases its state lock).
 Values never leave Terraform: summaries hold addresses, actions and attribute paths.
 OpenTofu is this engine with ``binary: tofu`` (docs/terraform.md). The engine's private
-helpers live next to it: ``_tf_settings`` (the ``terraform:`` settings), ``_tf_cli``
-(running the binary), ``_tf_plan`` (plan JSON to summaries, the saved summary) and
-``_tf_lint`` (fmt and validate output).
+helpers live next to it: ``settings`` (the ``terraform:`` settings), ``cli``
+(running the binary), ``plan`` (plan JSON to summaries, the saved summary) and
+``lint`` (fmt and validate output).
 """
 
 from __future__ import annotations
@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitops_push import proc
-from gitops_push.engines._tf_cli import (
+from gitops_push.engines.base import (
+    ApplyResult,
+    Diagnostic,
+    DriftItem,
+    DriftResult,
+    EngineContext,
+    EngineSpec,
+    LintResult,
+    PlanResult,
+)
+from gitops_push.engines.terraform.cli import (
     Tf,
     installs_providers,
     parallelism,
@@ -34,8 +44,8 @@ from gitops_push.engines._tf_cli import (
     seconds,
     show_json,
 )
-from gitops_push.engines._tf_lint import repo_path, unformatted, validate_diagnostics
-from gitops_push.engines._tf_plan import (
+from gitops_push.engines.terraform.lint import repo_path, unformatted, validate_diagnostics
+from gitops_push.engines.terraform.plan import (
     PLAN_FILE,
     SUMMARY_FILE,
     PlanFacts,
@@ -47,7 +57,7 @@ from gitops_push.engines._tf_plan import (
     resource_changes,
     write_summary,
 )
-from gitops_push.engines._tf_settings import (
+from gitops_push.engines.terraform.settings import (
     BIN_ENV,
     TerraformSettings,
     env_names,
@@ -56,18 +66,8 @@ from gitops_push.engines._tf_settings import (
     settings_of,
 )
 
-# re-exported: the keys the docs must name (tests/test_cli.py reads terraform.SETTINGS_KEYS)
-from gitops_push.engines._tf_settings import SETTINGS_KEYS as SETTINGS_KEYS
-from gitops_push.engines.base import (
-    ApplyResult,
-    Diagnostic,
-    DriftItem,
-    DriftResult,
-    EngineContext,
-    EngineSpec,
-    LintResult,
-    PlanResult,
-)
+# re-exported: the keys the docs must name (tests/test_cli.py reads engine.SETTINGS_KEYS)
+from gitops_push.engines.terraform.settings import SETTINGS_KEYS as SETTINGS_KEYS
 from gitops_push.errors import ToolError, UserError
 
 if TYPE_CHECKING:

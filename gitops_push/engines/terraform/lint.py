@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from gitops_push.engines._tf_plan import clean, obj, obj_list
 from gitops_push.engines.base import Diagnostic, EngineContext
+from gitops_push.engines.terraform.plan import clean, obj, obj_list
 
 _HUNK_RE = re.compile(r"@@ -(\d+)")
 
