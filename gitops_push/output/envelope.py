@@ -1,0 +1,132 @@
+"""The versioned JSON envelope of ``--output json`` and the data it carries."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gitops_push.audit_results import VerifyResult
+    from gitops_push.changes import ChangeSet
+    from gitops_push.errors import GitopsPushError
+    from gitops_push.runner import StackOutcome
+    from gitops_push.workflow import RunReport
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Envelope:
+    command: str
+    exit_code: int = 0
+    status: str = "success"  # success | partial | error
+    data: Any = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        body = {
+            "schema_version": SCHEMA_VERSION,
+            "command": self.command,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "data": self.data,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
+        return json.dumps(body, sort_keys=True, indent=2, ensure_ascii=False, default=str)
+
+
+def error_entry(exc: GitopsPushError) -> dict[str, Any]:
+    return {"code": exc.code, "message": str(exc) if exc.path is None else exc.message,
+            "path": exc.path}
+
+
+def print_json(envelope: Envelope) -> None:
+    sys.stdout.write(envelope.to_json() + "\n")
+    sys.stdout.flush()
+
+
+def changeset_data(cs: ChangeSet) -> dict[str, Any]:
+    return {
+        "base": cs.range.base,
+        "head": cs.range.head,
+        "base_source": cs.range.source,
+        "warnings": list(cs.range.warnings),
+        "stacks": [
+            {
+                "name": c.stack.name,
+                "path": c.stack.path,
+                "type": c.stack.type,
+                "status": c.status,
+                "wave": c.wave,
+                "depends_on": list(c.stack.depends_on),
+                "files": list(c.files),
+                "reasons": [{"file": r.file, "chain": list(r.chain)} for r in c.reasons],
+                "note": c.note,
+            }
+            for c in cs.stacks
+        ],
+    }
+
+
+def counts_data(o: StackOutcome) -> dict[str, int] | None:
+    result = o.apply or o.plan
+    if result is None:
+        return None
+    c = result.counts
+    return {"add": c.add, "change": c.change, "destroy": c.destroy, "replace": c.replace}
+
+
+def outcome_data(o: StackOutcome) -> dict[str, Any]:
+    plan = o.plan
+    data: dict[str, Any] = {
+        "name": o.name, "type": o.type, "path": o.path, "wave": o.wave, "status": o.status,
+        "result": o.result, "ok": o.ok, "message": o.message, "error": o.error,
+        "duration_s": round(o.duration, 3), "counts": counts_data(o),
+        "changes": [{"address": c.address, "action": c.action, "fields": list(c.fields)}
+                    for c in (plan.changes if plan else ()) if c.action != "no-op"],
+        "outputs": [{"name": x.name, "action": x.action, "sensitive": x.sensitive}
+                    for x in (plan.outputs if plan else ())],
+        "lint": [{"severity": d.severity, "message": d.message, "file": d.file, "line": d.line}
+                 for d in (o.lint.diagnostics if o.lint else ())],
+        "notes": list(plan.notes) if plan else [],
+        "needs_consent": list(plan.needs_consent) if plan else [],
+    }
+    for key in ("drift", "verify"):
+        d = getattr(o, key)
+        data[key] = None if d is None else {
+            "drifted": d.drifted,
+            "items": [{"address": i.address, "kind": i.kind, "fields": list(i.fields)}
+                      for i in d.items]}
+    return data
+
+
+def report_data(report: RunReport) -> dict[str, Any]:
+    return {
+        "run_id": report.run_id,
+        "head": report.head,
+        "base": report.base,
+        "base_source": report.base_source,
+        "interrupted": report.interrupted,
+        "stacks": [outcome_data(o) for o in report.outcomes],
+        "notes": list(report.notes),
+        "audit": report.audit,
+    }
+
+
+def report_envelope(report: RunReport) -> Envelope:
+    errors = [{"code": o.result, "message": o.error or o.message, "path": o.path}
+              for o in report.outcomes if not o.ok and o.result != "skipped"]
+    return Envelope(report.command, exit_code=int(report.exit_code), status=report.status,
+                    data=report_data(report), errors=errors, warnings=list(report.warnings))
+
+
+def verify_data(result: VerifyResult) -> dict[str, Any]:
+    return {
+        "ok": bool(result.ok),
+        "records": getattr(result, "count", None),
+        "problems": [str(p) for p in getattr(result, "problems", [])],
+    }
