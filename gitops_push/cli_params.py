@@ -27,7 +27,7 @@ def bad_value(ctx: click.Context, param: click.Parameter, message: str) -> click
 
 
 def duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    from gitops_push.schema import parse_duration
+    from gitops_push.config.schema import parse_duration
 
     seconds = parse_duration(value)
     if seconds is None:

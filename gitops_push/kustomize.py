@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from gitops_push.config.yamlsafe import load_all
 from gitops_push.errors import ParseError
-from gitops_push.yamlsafe import load_all
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 

@@ -116,7 +116,7 @@ def test_yaml_syntax_errors_name_the_line_to_fix(text: str, line: int, fragment:
 
 
 def test_a_manifest_syntax_error_names_the_line_to_fix() -> None:
-    from gitops_push import yamlsafe
+    from gitops_push.config import yamlsafe
     from gitops_push.errors import ParseError
 
     with pytest.raises(ParseError) as info:
@@ -180,7 +180,7 @@ def test_non_utf8_bytes_name_the_line() -> None:
 
 
 def test_durations() -> None:
-    from gitops_push.schema import parse_duration
+    from gitops_push.config.schema import parse_duration
 
     assert parse_duration("90s") == 90
     assert parse_duration("5m") == 300

@@ -19,13 +19,13 @@ import yaml
 
 from gitops_push import config
 from gitops_push.config import Stack
+from gitops_push.config.schema import Section
 from gitops_push.engines.base import EngineContext, LintResult, PlanResult
 from gitops_push.engines.kubernetes import engine as k8s
 from gitops_push.engines.kubernetes.kubectl import conflicts, explain, kubeconfig_secrets
 from gitops_push.engines.kubernetes.objects import changed_paths
 from gitops_push.engines.kubernetes.wait import deployment_status, job_status
 from gitops_push.errors import ConfigError, GitopsPushError, ToolError, UserError
-from gitops_push.schema import Section
 
 LABEL = "gitops-push.io/stack"
 PROJECT = "gitops-push.io/project"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gitops_push import config
+from gitops_push.config.project import default_project, from_remote, project_problem
 from gitops_push.errors import ConfigError
-from gitops_push.project import default_project, from_remote, project_problem
 
 
 @pytest.mark.parametrize("url", [

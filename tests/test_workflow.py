@@ -96,7 +96,7 @@ def test_apply_without_an_origin_records_locally(make_repo: Callable[..., GitRep
 
 
 def test_a_huge_yaml_file_is_refused_naming_it() -> None:
-    from gitops_push import yamlsafe
+    from gitops_push.config import yamlsafe
     from gitops_push.errors import ParseError
 
     with pytest.raises(ParseError) as info:

@@ -14,10 +14,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gitops_push import engines
+from gitops_push.config.project import PROJECT_PATTERN
+from gitops_push.config.schema import Section
+from gitops_push.config.yamlsafe import compose_all
 from gitops_push.errors import ConfigError, ParseError
-from gitops_push.project import PROJECT_PATTERN
-from gitops_push.schema import Section
-from gitops_push.yamlsafe import compose_all
 
 CONFIG_FILE = "gitops-push.yaml"
 CONFIG_NAMES = (CONFIG_FILE, "gitops-push.yml", ".gitops-push.yaml")
@@ -82,7 +82,7 @@ class Config:
     audit: AuditSettings = field(default_factory=AuditSettings)
     default_branch: str | None = None
     defaults: Mapping[str, Section] = field(default_factory=dict)
-    project: str | None = None  # None: derived from the repository (gitops_push.project)
+    project: str | None = None  # None: derived from the repository (gitops_push.config.project)
 
     def default_settings(self, engine_type: str) -> Any:
         """Engine settings for a discovered stack: the ``defaults:`` of that engine."""

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from gitops_push.config.yamlsafe import line_of, pairs, scalar
 from gitops_push.errors import ConfigError
-from gitops_push.yamlsafe import line_of, pairs, scalar
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

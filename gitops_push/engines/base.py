@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gitops_push.config import Stack
-    from gitops_push.schema import Section
+    from gitops_push.config.schema import Section
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gitops_push.config.schema import Section
 from gitops_push.engines.base import (
     ApplyResult,
     Change,
@@ -24,7 +25,6 @@ from gitops_push.engines.base import (
     LintResult,
     PlanResult,
 )
-from gitops_push.schema import Section
 
 PLAN_FILE = "toy-plan.json"
 

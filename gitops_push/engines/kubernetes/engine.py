@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitops_push import proc
+from gitops_push.config.project import default_project
 from gitops_push.engines.base import (
     ApplyResult,
     Change,
@@ -87,7 +88,6 @@ from gitops_push.engines.kubernetes.settings import (
 from gitops_push.engines.kubernetes.wait import CRD, Waiter, waits_for
 from gitops_push.errors import ToolError, UserError
 from gitops_push.fsutil import atomic_write
-from gitops_push.project import default_project
 
 if TYPE_CHECKING:
     from gitops_push.config import Stack

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from gitops_push import proc
+from gitops_push.config.yamlsafe import load_all
 from gitops_push.engines.base import EngineContext
 from gitops_push.engines.kubernetes.objects import (
     INVENTORY_LABEL,
@@ -32,7 +33,6 @@ from gitops_push.engines.kubernetes.objects import (
     ref_of_body,
 )
 from gitops_push.errors import ParseError, ToolError, UserError
-from gitops_push.yamlsafe import load_all
 
 KUBECTL = "kubectl"
 INSTALL_HINT = ("install kubectl 1.26 or newer (it includes kustomize): "

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
+from gitops_push.config.yamlsafe import compose_all, line_of, to_python
 from gitops_push.errors import ParseError
-from gitops_push.yamlsafe import compose_all, line_of, to_python
 
 STACK_LABEL = "gitops-push.io/stack"
 PROJECT_LABEL = "gitops-push.io/project"  # see owners.py

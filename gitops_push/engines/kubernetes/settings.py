@@ -16,7 +16,7 @@ from gitops_push.engines.kubernetes.objects import IgnoreRule, pointer_parts
 
 if TYPE_CHECKING:
     from gitops_push.config import Stack
-    from gitops_push.schema import Section
+    from gitops_push.config.schema import Section
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_K8S_VERSION = "1.32"  # schemas for lint; matches the kubectl we test with
@@ -98,7 +98,7 @@ def _conflicts(section: Section) -> str:
 
 
 def _parse_ignore(section: Section) -> tuple[IgnoreRule, ...]:
-    from gitops_push.schema import Section as _Section
+    from gitops_push.config.schema import Section as _Section
 
     node = section.value_node("ignore_differences")
     if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):

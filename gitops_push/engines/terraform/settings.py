@@ -21,7 +21,7 @@ from gitops_push.errors import UserError
 
 if TYPE_CHECKING:
     from gitops_push.config import Stack
-    from gitops_push.schema import Section
+    from gitops_push.config.schema import Section
 
 BIN_ENV = ENV_TERRAFORM_BIN  # overrides the default binary, not a stack's setting
 DEFAULT_BINARY = "terraform"
