@@ -20,7 +20,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -34,6 +34,7 @@ from gitops_push.git import (
     NETWORK_TIMEOUT,
     Repo,
     commit_tree,
+    fetch_refspecs,
     ident_env,
     ls_remote,
     push,
@@ -42,6 +43,7 @@ from gitops_push.git import (
 )
 
 LOCK_PREFIX = "refs/gitops-push/locks/"
+SEEN_PREFIX = "refs/gitops-push/origin-locks/"  # this clone's copy of origin's locks
 DEFAULT_TTL = 3600.0  # seconds; renewed every ttl/3 while held
 DEFAULT_TIMEOUT = 600.0  # seconds to wait for a held lock (--lock-timeout)
 DEFAULT_POLL = 2.0  # seconds between looks at a held lock, jittered x0.5-1.5
@@ -259,6 +261,24 @@ class LockStore:
         infos = [self._parse(self._stack_of(r), s) for r, s in found.items() if self._have(s)]
         return sorted(infos, key=lambda i: i.stack)
 
+    def look(self, extra_refspecs: Sequence[str] = ()) -> dict[str, LockInfo] | None:
+        """Every lock on origin, fetched in one connection together with
+        ``extra_refspecs`` (the trail). None if origin could not be read."""
+        spec = f"+{LOCK_PREFIX}*:{SEEN_PREFIX}*"
+        ok, error = fetch_refspecs(self.repo, self.remote, [*extra_refspecs, spec],
+                                   prune=True, timeout=self.network_timeout)
+        if not ok and extra_refspecs and "couldn't find remote ref" in error:
+            ok, error = fetch_refspecs(self.repo, self.remote, [spec], prune=True,
+                                       timeout=self.network_timeout)
+        if not ok:
+            return None
+        out = self.repo.run("for-each-ref", "--format=%(objectname) %(refname)",
+                            SEEN_PREFIX).stdout
+        found = {LOCK_PREFIX + r[len(SEEN_PREFIX):]: sha for sha, _, r in
+                 (line.partition(" ") for line in out.splitlines())}
+        return {i.stack: i for i in (self._parse(self._stack_of(r), sha)
+                                     for r, sha in found.items())}
+
     @staticmethod
     def _stack_of(ref: str) -> str:
         name = ref[len(LOCK_PREFIX):]
@@ -392,6 +412,68 @@ class LockSet(LockStore):
     def held(self) -> dict[str, Acquired]:
         with self._mutex:
             return dict(self._held)
+
+    def new_info(self, stack: str) -> LockInfo:
+        """A lock commit for ``stack`` owned by this run, not pushed yet (RunGate)."""
+        return self._new_info(stack)
+
+    def adopt(self, info: LockInfo, took_over: LockInfo | None = None) -> Acquired:
+        """Record a lock that a batched push (RunGate) just took for this run."""
+        if took_over is not None:
+            with self._mutex:
+                self.takeovers.append(took_over)
+        return self._got(info, took_over, time.monotonic())
+
+    def forget(self, stack: str) -> None:
+        """Drop a lock a batched push just deleted (or found not ours any more)."""
+        with self._mutex:
+            self._held.pop(stack, None)
+            if not self._held:
+                self._stop.set()
+
+    def stop_heartbeat(self) -> None:
+        """Stop renewing (before a batched release: the lock commits must stay put)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.network_timeout)
+
+    def release_many(self, stacks: list[str]) -> None:
+        """Release several locks in one atomic push (leased on our own lock commits);
+        if that is refused, one by one (``release`` says what could not be released)."""
+        with self._mutex:
+            held = [self._held[s] for s in stacks if s in self._held]
+        if len(held) > 1 and self.has_origin:
+            with self._ops:
+                result = push(self.repo, self.remote, [f":{a.info.ref}" for a in held],
+                              leases=[f"{a.info.ref}:{a.sha}" for a in held], atomic=True,
+                              timeout=self.network_timeout)
+            if result.ok:
+                for a in held:
+                    self.forget(a.stack)
+                return
+        for a in held:
+            self.release(a.stack)
+
+    def _renew_batch(self) -> bool:
+        """Renew every held lock in one atomic push; False if that did not work (a lock
+        was lost, or origin refused): the caller then renews one by one."""
+        with self._ops:
+            with self._mutex:
+                held = dict(self._held)
+            if len(held) < 2 or not self.has_origin:
+                return False
+            infos = {s: self._new_info(s, acquired=a.info.acquired_at) for s, a in held.items()}
+            result = push(self.repo, self.remote, [f"{i.sha}:{i.ref}" for i in infos.values()],
+                          leases=[f"{i.ref}:{held[s].sha}" for s, i in infos.items()],
+                          atomic=True, timeout=self.network_timeout)
+            if not result.ok:
+                return False
+            with self._mutex:
+                for s, info in infos.items():
+                    if s in self._held:
+                        self._held[s] = replace(self._held[s], info=info)
+            return True
 
     def _new_info(self, stack: str, acquired: datetime | None = None) -> LockInfo:
         now = self.clock()
@@ -529,6 +611,12 @@ class LockSet(LockStore):
                     self._thread = None
                     return
                 stacks = list(self._held)
+            try:
+                if self._renew_batch():  # one round trip however many stacks are held
+                    continue
+            except Exception as exc:  # renewed one by one below
+                with self._mutex:
+                    self.warnings.append(f"could not renew the locks in one push: {exc}")
             for stack in stacks:
                 try:
                     self.renew(stack)

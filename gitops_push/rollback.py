@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from gitops_push import audit, changes, deploy
+from gitops_push import changes, deploy
 from gitops_push.changes import Range, stack_inputs
 from gitops_push.config import Config
 from gitops_push.discovery import resolve_stacks
@@ -62,7 +62,7 @@ def paths_to_restore(repo: Repo, config: Config, target: str, head: str,
 def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: bool,
              environ: Mapping[str, str], reporter: Reporter | None = None,
              cancel: threading.Event | None = None) -> RunReport:
-    trail = audit.Trail(repo, config.audit, environ=environ)
+    trail = deploy.open_trail(repo, config, environ)
     records = trail.records()
     target, run_id = resolve_target(repo, records, to)
     head = repo.head()
@@ -101,7 +101,8 @@ def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: 
                            f"pull and retry); nothing was applied:\n{res.tail}")
     extra = {"rollback_to": target, "rollback_of_run": run_id, "rollback_commit": new_head}
     result = deploy.apply(repo, config, replace(opts, command="rollback", stacks=()), environ,
-                          reporter, cancel, command="rollback", extra_record=extra)
+                          reporter, cancel, command="rollback", extra_record=extra,
+                          trail=trail)  # read above: not fetched again
     result.notes.insert(0, f"committed {new_head[:12]} restoring {', '.join(names)} to "
                            f"{target[:12]}")
     return result
