@@ -128,8 +128,7 @@ def bench_size(gp: str, workdir: Path, n: int, latency: float, runs: int, own: b
             change_all(repo, env, n, f"v{k}")
             _, _, own_s = apply_once(gp, repo, env, n, remote, verbose=True)
             out["own"].append(own_s or 0.0)
-    med = {key: sorted(v)[len(v) // 2] for key, v in out.items() if v}
-    return med
+    return {key: sorted(v)[len(v) // 2] for key, v in out.items() if v}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

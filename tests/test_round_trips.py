@@ -27,7 +27,7 @@ from gitops_push.lock import LockSet, lock_ref
 from gitops_push.lock_batch import RunGate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _remote import FakeRemote  # noqa: E402
+from _remote import FakeRemote
 
 pytestmark = pytest.mark.slow
 
