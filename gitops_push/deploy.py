@@ -248,10 +248,17 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGat
                 return base_outcome(change, "failed", unrecorded, plan=plan, error=unrecorded)
             session.reporter.stack_step(stack.name, "lock")
             lock.wait()
+            newer = _newer_deployment(session, gate, stack.name)
+            if newer is not None:
+                return replace(base_outcome(
+                    change, "skipped", f"skipped: a run deployed it from newer commit "
+                    f"{newer[:12]} while this one waited (this pipeline is older; it never "
+                    "rolls a stack back)", plan=plan), status="stale")
             session.reporter.stack_step(stack.name, "apply")
             applied = engine.apply(stack, ctx, plan)
             verify = None
-            if not removed:
+            # a stack may turn the post-apply check off (docs/terraform.md#settings)
+            if not removed and getattr(stack.settings, "verify_after_apply", True):
                 session.reporter.stack_step(stack.name, "verify")
                 verify = engine.drift(stack, make_ctx(session, stack, "drift"),
                                       after_apply=True)
@@ -263,6 +270,17 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGat
                             verify=verify)
 
     return task
+
+
+def _newer_deployment(session: Session, gate: RunGate, stack: str) -> str | None:
+    """The commit another run deployed ``stack`` from after this run chose it, when that
+    commit is newer than this run's (it contains HEAD): applying would roll it back."""
+    sha = deployed_commits(gate.records_under_lock(stack)).get(stack)
+    if sha is None or sha == session.head:
+        return None
+    if not session.repo.has_commit(sha) and not changes.ensure_commit(session.repo, sha):
+        return None  # as at selection: a commit we cannot see is not known to be newer
+    return sha if session.repo.is_ancestor(session.head, sha) else None
 
 
 def _refuse_destroy(cs: ChangeSet, opts: RunOptions) -> None:

@@ -65,6 +65,8 @@ class RunGate:
         self._mutex = threading.Lock()  # guards _active and _waiting
         self._active: set[str] = set()  # stacks running right now
         self._waiting = 0  # stacks of this run waiting for a lock another run holds
+        self._with_record: set[str] = set()  # locks taken in the push with ``started``
+        self._trail_mutex = threading.Lock()  # one reader of the trail at a time
 
     # -- the two pushes -----------------------------------------------------------------
     def start(self, record: Mapping[str, Any]) -> AppendResult:
@@ -95,6 +97,7 @@ class RunGate:
             if result is None:
                 for s, info in infos.items():
                     self.locks.adopt(info, takeovers.get(s))
+                self._with_record.update(infos)
                 return self.trail.published(pending)
             if result != "stale":
                 break
@@ -162,6 +165,16 @@ class RunGate:
         if seen is not None:
             self.trail.saw_tip()
         return seen
+
+    def records_under_lock(self, stack: str) -> list[dict[str, Any]]:
+        """The trail as it stands now that ``stack``'s lock is held, so the caller can
+        refuse to roll back a deployment a newer run made meanwhile. A lock taken in the
+        push with ``started`` needs no fetch: that push's lease on the trail proved no
+        record was written since the trail was read. A lock waited for does (one fetch:
+        its holder's ``finished`` record went in the push that released it)."""
+        with self._trail_mutex:
+            fetch = self.batched and stack not in self._with_record
+            return self.trail.records(fetch=fetch)
 
     # -- the stacks ---------------------------------------------------------------------
     def enter(self, stack: str) -> None:

@@ -334,3 +334,57 @@ def test_drift_fix_that_cannot_push_its_record_exits_6(make_repo: Callable[..., 
     code, out = gp(r, "drift", "--fix")
     assert code == ExitCode.AUDIT_NOT_PUSHED == 6
     assert out["data"]["audit"]["pushed"] is False
+
+
+# -- the post-apply check, per stack -------------------------------------------------------
+def test_a_stack_can_turn_the_post_apply_check_off(make_repo: Callable[..., GitRepo]) -> None:
+    cfg = (config(("checked", []), ("trusted", [])) +
+           "defaults:\n  terraform:\n    lock_timeout: 1m\n").replace(
+        "    path: stacks/trusted\n", "    path: stacks/trusted\n    terraform:\n"
+        "      verify_after_apply: false\n")
+    r = make_repo({".gitignore": "*.tfstate*\n.terraform*\n", "gitops-push.yaml": cfg,
+                   "stacks/checked/main.tf": tf("checked"),
+                   "stacks/trusted/main.tf": tf("trusted")})
+    code, out = gp(r, "apply")
+    assert code == 0 and results(out) == {"checked": "applied", "trusted": "applied"}
+    finished = [x for x in audit_records(r) if x["phase"] == "finished"][-1]
+    by_name = {st["name"]: st for st in finished["stacks"]}
+    assert by_name["checked"]["verify"] == {"drifted": False, "items": []}
+    assert "verify" not in by_name["trusted"]
+
+
+def test_verify_after_apply_must_be_a_boolean(make_repo: Callable[..., GitRepo]) -> None:
+    r = make_repo({"gitops-push.yaml": config(("a", [])).replace(
+        "    path: stacks/a\n", "    path: stacks/a\n    terraform:\n"
+        "      verify_after_apply: sometimes\n"), "stacks/a/main.tf": tf("a")})
+    code, out = gp(r, "changed")
+    assert code == ExitCode.USAGE
+    assert "gitops-push.yaml:6" in json.dumps(out["errors"][0]), out["errors"]
+    assert "verify_after_apply" in out["errors"][0]["message"]
+
+
+def test_a_run_that_waited_does_not_roll_back_what_a_newer_run_deployed_meanwhile(
+        make_repo: Callable[..., GitRepo], tmp_path: Path) -> None:
+    r = stacks_repo(make_repo, 1)
+    assert gp(r, "apply")[0] == 0
+    old = r.commit("old", {"stacks/s0/main.tf": tf("old")}, push=True)
+    newer = r.commit("newer", {"stacks/s0/main.tf": tf("newer")}, push=True)
+    older = tmp_path / "older"
+    git(tmp_path, "clone", "-q", str(r.origin), str(older))
+    git(older, "reset", "-q", "--hard", old)
+    # the newer pipeline holds the lock; the older one chooses s0 and waits for it
+    holder = LockSet(Repo(r.path), "newer-run", heartbeat=False)
+    holder.acquire("s0")
+    p = gp_proc(GitRepo(older, r.origin), "apply", "--lock-timeout", "60s", "--output", "json")
+    time.sleep(3)
+    # the newer run deploys s0 and records it, then lets go of the lock
+    Trail(Repo(r.path)).append({
+        "schema_version": 1, "run_id": "20260101T000000Z-newer", "phase": "finished",
+        "command": "apply", "head": newer, "outcome": "success",
+        "stacks": [{"name": "s0", "result": "applied", "deployed": True}]})
+    holder.release_all()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    (row,) = json.loads(out)["data"]["stacks"]
+    assert row["result"] == "skipped" and "newer commit" in row["message"], row
+    assert not (older / "stacks/s0/terraform.tfstate").exists()  # nothing was applied
