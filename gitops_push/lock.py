@@ -355,7 +355,15 @@ def active_run_ids(repo: Repo, *, remote: str = "origin", now: datetime | None =
                    ) -> set[str]:
     """Run ids holding an unexpired lock: runs in progress, not interrupted ones."""
     when = now or utcnow()
-    return {i.owner.run_id for i in LockStore(repo, remote=remote).list() if not i.expired(when)}
+    store = LockStore(repo, remote=remote)
+    if store.has_origin:  # one fetch of every lock (ls-remote + fetch would be two)
+        seen = store.look()
+        if seen is None:
+            raise LockError(f"cannot list locks: {remote} is unreachable")
+        infos = list(seen.values())
+    else:
+        infos = store.list()
+    return {i.owner.run_id for i in infos if not i.expired(when)}
 
 
 class LockSet(LockStore):
