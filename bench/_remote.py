@@ -17,9 +17,9 @@ from pathlib import Path
 
 _SCRIPT = """#!/bin/sh
 # fake ssh (gitops-push bench/_remote.py): count, sleep, run the git server locally
-[ "$1" = "-G" ] && exit 0
 while [ $# -gt 1 ]; do
   case "$1" in
+    -G) exit 0 ;;  # git asking whether this is OpenSSH: not a connection
     -o|-p|-i|-l|-F) shift 2 ;;
     -*) shift ;;
     *) break ;;

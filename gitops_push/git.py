@@ -165,21 +165,27 @@ class Repo:
         Probed once here instead, the answer goes to git as ``GIT_SSH_VARIANT``: one probe
         per run, not one per connection (issue 14: round trips that do not grow)."""
         env = self.env
-        cmd = env.get("GIT_SSH_COMMAND", "").strip()
-        if not cmd or "GIT_SSH_VARIANT" in env:
+        if "GIT_SSH_VARIANT" in env:
             return env
-        if self.run("config", "--get", "ssh.variant", check=False, env=env).stdout.strip():
+        found = self.run("config", "--get-regexp",
+                         r"^(ssh\.variant|core\.sshcommand|remote\.origin\.url)$",
+                         check=False, env=env).stdout
+        cfg = dict(line.partition(" ")[::2] for line in found.splitlines())
+        host = _ssh_host(cfg.get("remote.origin.url", "").strip())
+        if "ssh.variant" in cfg or host is None:
             return env
-        program = Path(cmd.split()[0]).name.lower().removesuffix(".exe")
-        if program in ("ssh", "plink", "putty", "tortoiseplink"):
+        command = env.get("GIT_SSH_COMMAND", "").strip() or cfg.get("core.sshcommand", "")
+        program = "" if command else env.get("GIT_SSH", "").strip()  # a program, no shell
+        if not (command or program):
+            return env  # plain ssh: git does not probe
+        name = Path(program or command.split()[0]).name.lower().removesuffix(".exe")
+        if name in ("ssh", "plink", "putty", "tortoiseplink"):
             return env  # git knows these without probing
-        host = _ssh_host(self.run("config", "--get", "remote.origin.url", check=False,
-                                  env=env).stdout.strip())
-        if host is None:
-            return env
         # git runs the command the same way: through sh when it has shell syntax
-        plain = not re.search(r"[|&;<>()$`\\\"' \t\n*?\[#~=%]", cmd)
-        probe = [cmd, "-G", host] if plain else ["sh", "-c", f'{cmd} "$@"', cmd, "-G", host]
+        if program or not re.search(r"[|&;<>()$`\\\"' \t\n*?\[#~=%]", command):
+            probe = [program or command, "-G", host]
+        else:
+            probe = ["sh", "-c", f'{command} "$@"', command, "-G", host]
         try:
             res = proc.run(probe, env=env, cwd=self.root, check=False, timeout=30, what="ssh")
         except ToolError:

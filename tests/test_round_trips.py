@@ -101,21 +101,39 @@ def test_drift_fix_and_rollback_cost_constant_connections(
         assert not any("receive-pack" in c for c in remote.connections())
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("GIT_SSH_COMMAND", "{wrapper}"),
+    ("GIT_SSH_COMMAND", "{wrapper} -o BatchMode=yes"),  # shell syntax: run through sh
+    ("GIT_SSH", "{wrapper}"),
+])
 def test_a_custom_ssh_command_is_probed_once_per_run_not_per_connection(
-        make_repo: Callable[..., GitRepo], tmp_path: Path) -> None:
+        make_repo: Callable[..., GitRepo], tmp_path: Path, variable: str, value: str) -> None:
     r = stacks_repo(make_repo, 2)
     remote, env = via_fake_ssh(r, tmp_path)
     env.pop("GIT_SSH_VARIANT")  # git would run the command with -G before each connection
+    env.pop("GIT_SSH_COMMAND")
     probes = tmp_path / "probes.log"
     wrapper = tmp_path / "my-transport"
-    wrapper.write_text(f'#!/bin/sh\n[ "$1" = -G ] && echo probe >> {probes}\n'
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -G "*) echo probe >> {probes};; esac\n'
                        f'exec {remote.script} "$@"\n')
     wrapper.chmod(0o755)
-    env["GIT_SSH_COMMAND"] = str(wrapper)
+    env[variable] = value.format(wrapper=wrapper)
     code, out = gp(r, "apply", env=env)
     assert code == 0, out
     assert remote.count() == 3
     assert probes.read_text().splitlines() == ["probe"]
+
+
+def test_ssh_hosts_of_remote_urls() -> None:
+    from gitops_push.git import _ssh_host
+
+    assert _ssh_host("ssh://git@example.com:2222/acme/infra.git") == "example.com"
+    assert _ssh_host("ssh://[::1]/repo") == "::1"
+    assert _ssh_host("git@github.com:acme/infra.git") == "github.com"
+    assert _ssh_host("https://github.com/acme/infra.git") is None
+    assert _ssh_host("/srv/git/infra.git") is None
+    assert _ssh_host("file:///srv/git/infra.git") is None
+    assert _ssh_host("C:/repos/infra") is None
 
 
 # -- guarantees with batched pushes ------------------------------------------------------
