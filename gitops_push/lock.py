@@ -439,6 +439,12 @@ class LockSet(LockStore):
             if not self._held:
                 self._stop.set()
 
+    def mark_lost(self, stack: str, why: str) -> None:
+        """A lock this run held turned out not to be its own any more (RunGate)."""
+        with self._mutex:
+            self._held.pop(stack, None)
+            self.lost.setdefault(stack, why)
+
     def stop_heartbeat(self) -> None:
         """Stop renewing (before a batched release: the lock commits must stay put)."""
         self._stop.set()

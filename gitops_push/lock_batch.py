@@ -141,10 +141,8 @@ class RunGate:
                 for s, a in list(held.items()):
                     if s not in seen or seen[s].sha != a.sha:  # broken or taken over
                         del held[s]
-                        self.locks.forget(s)
-                        with self.locks._mutex:
-                            self.locks.lost.setdefault(
-                                s, "it was broken or taken over before the run ended")
+                        self.locks.mark_lost(s, "it was broken or taken over before the run "
+                                                "ended; left alone")
             self.trail.forget_tip()
         self.locks.release_all()
         return self.trail.append(record)
