@@ -23,7 +23,7 @@ from gitops_push.discovery import resolve_stacks
 from gitops_push.errors import AuditError, ExitCode, GitopsPushError, UserError
 from gitops_push.git import Repo
 from gitops_push.lock import LockSet, active_run_ids
-from gitops_push.lock_batch import RunGate
+from gitops_push.lock_batch import RunGate, RunLocks
 from gitops_push.runner import (
     Reporter,
     StackOutcome,
@@ -328,9 +328,9 @@ def _interrupted(repo: Repo, records: list[dict[str, Any]], run_id: str) -> tupl
     return warnings, [str(r.get("run_id")) for r in runs]
 
 
-def _locks(repo: Repo, session: Session, base_rec: Mapping[str, Any]) -> LockSet:
+def _locks(repo: Repo, session: Session, base_rec: Mapping[str, Any]) -> RunLocks:
     opts = session.options
-    return LockSet(repo, owner=_owner(session, base_rec), environ=session.environ,
+    return RunLocks(repo, owner=_owner(session, base_rec), environ=session.environ,
                    timeout=opts.lock_timeout, ttl=opts.lock_ttl)
 
 

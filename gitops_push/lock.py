@@ -421,30 +421,6 @@ class LockSet(LockStore):
         with self._mutex:
             return dict(self._held)
 
-    def new_info(self, stack: str) -> LockInfo:
-        """A lock commit for ``stack`` owned by this run, not pushed yet (RunGate)."""
-        return self._new_info(stack)
-
-    def adopt(self, info: LockInfo, took_over: LockInfo | None = None) -> Acquired:
-        """Record a lock that a batched push (RunGate) just took for this run."""
-        if took_over is not None:
-            with self._mutex:
-                self.takeovers.append(took_over)
-        return self._got(info, took_over, time.monotonic())
-
-    def forget(self, stack: str) -> None:
-        """Drop a lock a batched push just deleted (or found not ours any more)."""
-        with self._mutex:
-            self._held.pop(stack, None)
-            if not self._held:
-                self._stop.set()
-
-    def mark_lost(self, stack: str, why: str) -> None:
-        """A lock this run held turned out not to be its own any more (RunGate)."""
-        with self._mutex:
-            self._held.pop(stack, None)
-            self.lost.setdefault(stack, why)
-
     def stop_heartbeat(self) -> None:
         """Stop renewing (before a batched release: the lock commits must stay put)."""
         self._stop.set()
@@ -452,42 +428,9 @@ class LockSet(LockStore):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.network_timeout)
 
-    def release_many(self, stacks: list[str]) -> None:
-        """Release several locks in one atomic push (leased on our own lock commits);
-        if that is refused, one by one (``release`` says what could not be released)."""
-        with self._mutex:
-            held = [self._held[s] for s in stacks if s in self._held]
-        if len(held) > 1 and self.has_origin:
-            with self._ops:
-                result = push(self.repo, self.remote, [f":{a.info.ref}" for a in held],
-                              leases=[f"{a.info.ref}:{a.sha}" for a in held], atomic=True,
-                              timeout=self.network_timeout)
-            if result.ok:
-                for a in held:
-                    self.forget(a.stack)
-                return
-        for a in held:
-            self.release(a.stack)
-
     def _renew_batch(self) -> bool:
-        """Renew every held lock in one atomic push; False if that did not work (a lock
-        was lost, or origin refused): the caller then renews one by one."""
-        with self._ops:
-            with self._mutex:
-                held = dict(self._held)
-            if len(held) < 2 or not self.has_origin:
-                return False
-            infos = {s: self._new_info(s, acquired=a.info.acquired_at) for s, a in held.items()}
-            result = push(self.repo, self.remote, [f"{i.sha}:{i.ref}" for i in infos.values()],
-                          leases=[f"{i.ref}:{held[s].sha}" for s, i in infos.items()],
-                          atomic=True, timeout=self.network_timeout)
-            if not result.ok:
-                return False
-            with self._mutex:
-                for s, info in infos.items():
-                    if s in self._held:
-                        self._held[s] = replace(self._held[s], info=info)
-            return True
+        """Renew every held lock at once; here: not supported (lock_batch.RunLocks)."""
+        return False
 
     def _new_info(self, stack: str, acquired: datetime | None = None) -> LockInfo:
         now = self.clock()
@@ -674,10 +617,7 @@ class LockSet(LockStore):
 
     def release_all(self) -> dict[str, bool]:
         """Release every lock this run holds and stop the heartbeat."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.network_timeout)
+        self.stop_heartbeat()
         return {stack: self.release(stack) for stack in sorted(self.held, reverse=True)}
 
     def __enter__(self) -> LockSet:

@@ -13,7 +13,7 @@ it touches: the fetch that reads the trail, then
   own lock commit, so a lock taken over meanwhile is left alone) and stores the
   ``finished`` record.
 
-The heartbeat renews every held lock in one push too (``LockSet._renew_batch``).
+The heartbeat renews every held lock in one push too (``RunLocks._renew_batch``).
 
 **Contention.** When the start push fails because a lock is held, one fetch reads
 the trail and every lock. The run takes at once, in one push, every lock that is free
@@ -42,21 +42,87 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from gitops_push.audit import AppendResult, PendingRecord, Trail
 from gitops_push.errors import LockError
 from gitops_push.git import push
-from gitops_push.lock import LockInfo, LockSet
+from gitops_push.lock import Acquired, LockInfo, LockSet
 
 MAX_ROUNDS = 30  # lost races in a row (other runs' records and locks) before falling back
+
+
+class RunLocks(LockSet):
+    """A ``LockSet`` whose locks can be taken, renewed and released many at a time."""
+
+    def new_info(self, stack: str) -> LockInfo:
+        """A lock commit for ``stack`` owned by this run, not pushed yet (RunGate)."""
+        return self._new_info(stack)
+
+    def adopt(self, info: LockInfo, took_over: LockInfo | None = None) -> Acquired:
+        """Record a lock that a batched push (RunGate) just took for this run."""
+        if took_over is not None:
+            with self._mutex:
+                self.takeovers.append(took_over)
+        return self._got(info, took_over, time.monotonic())
+
+    def forget(self, stack: str) -> None:
+        """Drop a lock a batched push just deleted (or found not ours any more)."""
+        with self._mutex:
+            self._held.pop(stack, None)
+            if not self._held:
+                self._stop.set()
+
+    def mark_lost(self, stack: str, why: str) -> None:
+        """A lock this run held turned out not to be its own any more (RunGate)."""
+        with self._mutex:
+            self._held.pop(stack, None)
+            self.lost.setdefault(stack, why)
+
+    def release_many(self, stacks: list[str]) -> None:
+        """Release several locks in one atomic push (leased on our own lock commits);
+        if that is refused, one by one (``release`` says what could not be released)."""
+        with self._mutex:
+            held = [self._held[s] for s in stacks if s in self._held]
+        if len(held) > 1 and self.has_origin:
+            with self._ops:
+                result = push(self.repo, self.remote, [f":{a.info.ref}" for a in held],
+                              leases=[f"{a.info.ref}:{a.sha}" for a in held], atomic=True,
+                              timeout=self.network_timeout)
+            if result.ok:
+                for a in held:
+                    self.forget(a.stack)
+                return
+        for a in held:
+            self.release(a.stack)
+
+    def _renew_batch(self) -> bool:
+        """Renew every held lock in one atomic push; False if that did not work (a lock
+        was lost, or origin refused): the caller then renews one by one."""
+        with self._ops:
+            with self._mutex:
+                held = dict(self._held)
+            if len(held) < 2 or not self.has_origin:
+                return False
+            infos = {s: self._new_info(s, acquired=a.info.acquired_at) for s, a in held.items()}
+            result = push(self.repo, self.remote, [f"{i.sha}:{i.ref}" for i in infos.values()],
+                          leases=[f"{i.ref}:{held[s].sha}" for s, i in infos.items()],
+                          atomic=True, timeout=self.network_timeout)
+            if not result.ok:
+                return False
+            with self._mutex:
+                for s, info in infos.items():
+                    if s in self._held:
+                        self._held[s] = replace(self._held[s], info=info)
+            return True
 
 
 class RunGate:
     """The locks and records of one run. ``stacks``: the stacks it may apply (none
     for a check that changes nothing, which then only records)."""
 
-    def __init__(self, locks: LockSet, trail: Trail, stacks: Sequence[str]) -> None:
+    def __init__(self, locks: RunLocks, trail: Trail, stacks: Sequence[str]) -> None:
         self.locks = locks
         self.trail = trail
         self.stacks = sorted(set(stacks))
@@ -214,4 +280,4 @@ class RunGate:
                 self._waiting -= 1
 
 
-__all__ = ["RunGate"]
+__all__ = ["RunGate", "RunLocks"]

@@ -24,7 +24,7 @@ from gitops_push.audit import Trail
 from gitops_push.errors import ExitCode
 from gitops_push.git import Repo
 from gitops_push.lock import LockSet, lock_ref
-from gitops_push.lock_batch import RunGate
+from gitops_push.lock_batch import RunGate, RunLocks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from _remote import FakeRemote
@@ -177,7 +177,7 @@ def test_overlapping_runs_in_opposite_orders_never_deadlock_or_overlap(
 
 def gate(r: GitRepo, run: str, stacks: list[str], **kw: object) -> RunGate:
     repo = Repo(r.path)
-    locks = LockSet(repo, {"run_id": run, "actor": run}, poll_interval=0.05,
+    locks = RunLocks(repo, {"run_id": run, "actor": run}, poll_interval=0.05,
                     timeout=kw.pop("timeout", 20.0))  # type: ignore[arg-type]
     return RunGate(locks, Trail(repo), stacks)
 
@@ -244,7 +244,7 @@ def test_heartbeat_renews_every_held_lock_in_one_push(
     remote = FakeRemote.create(tmp_path / "fake")
     r.git("remote", "set-url", "origin", FakeRemote.url(r.origin))
     repo = Repo(r.path, {**__import__("os").environ, **remote.env()})
-    locks = LockSet(repo, "run-a", ttl=1.5)
+    locks = RunLocks(repo, "run-a", ttl=1.5)
     g = RunGate(locks, Trail(repo), ["a", "b", "c", "d"])
     assert g.start(rec("run-a", "started")).pushed
     first = {s: a.sha for s, a in locks.held.items()}
