@@ -152,14 +152,14 @@ def test_overlapping_runs_in_opposite_orders_never_deadlock_or_overlap(
              "stacks/x/main.tf": MARKED_TF.format(m=tmp_path / "in-x"),
              "stacks/y/main.tf": MARKED_TF.format(m=tmp_path / "in-y")}
     r = make_repo(files)
-    forward = r.head()
-    r.commit("reverse order", {"gitops-push.yaml": config(("y", []), ("x", []))}, push=True)
     clones = {}
-    for name, sha in (("forward", forward), ("reverse", r.head())):
+    # sibling commits: neither pipeline is older than the other, so both must apply
+    for name, cfg in (("forward", config(("x", []), ("y", []))),
+                      ("reverse", config(("y", []), ("x", [])))):
         c = tmp_path / name
         git(tmp_path, "clone", "-q", str(r.origin), str(c))
-        git(c, "reset", "-q", "--hard", sha)
         clones[name] = GitRepo(c, r.origin)
+        clones[name].commit(name, {"gitops-push.yaml": cfg, "README.md": name})
     order = [first, "reverse" if first == "forward" else "forward"]
     procs = []
     for name in order:
@@ -206,6 +206,46 @@ def test_a_run_takes_the_free_locks_at_once_and_waits_for_a_held_one(
     assert g.finish(rec("run-a", "finished")).pushed
     assert r.git("ls-remote", "origin", "refs/gitops-push/locks/*") == ""
     assert [x["phase"] for x in Trail(Repo(r.path)).records()] == ["started", "finished"]
+
+
+def test_two_runs_each_holding_the_lock_the_other_needs_next_do_not_deadlock(
+        make_repo: Callable[..., GitRepo]) -> None:
+    """The classic cycle: A is done with x and needs y, B is done with y and needs x.
+    Whichever starts waiting gives back what it is not running, so both go on."""
+    r = make_repo({"README.md": "x\n"})
+    third = LockSet(Repo(r.path), "third-run", heartbeat=False)
+    third.acquire("y")
+    a, b = gate(r, "run-a", ["x", "y"], timeout=30.0), gate(r, "run-b", ["x", "y"],
+                                                            timeout=30.0)
+    assert a.start(rec("run-a", "started")).pushed and set(a.locks.held) == {"x"}
+    a.enter("x")
+    a.leave("x")  # x applied; nobody of A waits, so A keeps its lock for the final push
+    third.release_all()
+    assert b.start(rec("run-b", "started")).pushed and set(b.locks.held) == {"y"}
+    b.enter("y")
+    b.leave("y")
+    done: dict[str, float] = {}
+
+    def wants(g: RunGate, stack: str) -> None:
+        g.enter(stack)
+        g.acquire(stack, threading.Event())
+        done[g.locks.owner.run_id] = time.monotonic()
+        g.leave(stack)
+        g.finish(rec(g.locks.owner.run_id, "finished"))
+
+    threads = [threading.Thread(target=wants, args=(a, "y")),
+               threading.Thread(target=wants, args=(b, "x"))]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert set(done) == {"run-a", "run-b"}, "deadlock: a run never got its next lock"
+    assert max(done.values()) - start < 25  # well within the 30 s lock timeout
+    assert r.git("ls-remote", "origin", "refs/gitops-push/locks/*") == ""
+    phases = [(x["run_id"], x["phase"]) for x in Trail(Repo(r.path)).records()]
+    assert sorted(phases) == [("run-a", "finished"), ("run-a", "started"),
+                              ("run-b", "finished"), ("run-b", "started")]
 
 
 def test_an_expired_lock_is_taken_over_in_the_batched_push(
