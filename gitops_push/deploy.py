@@ -411,6 +411,7 @@ def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: C
     locks = _locks(session.repo, session, base_rec)  # bad lock settings: nothing recorded
     gate = RunGate(locks, trail, [c.stack.name for c in cs.stacks] if lock else [])
     started_full = {**base_rec, **started_rec, "phase": "started"}
+
     def store_started() -> dict[str, Any]:
         if not record:
             gate.unrecorded()
