@@ -65,6 +65,13 @@ from gitops_push.git import commit_tree, hash_object, push, rev, tree_with_file,
 
 SKIP_CI = "[skip ci]"
 
+MAX_UNREACHABLE = 3  # fetches failing in a row: origin is down, spool the record
+MAX_REJECTED = 3  # pushes refused while origin did not move: a hook or permissions
+SPOOL_VERSION = 1
+
+_RUN_ID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+_PHASE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
 
 @dataclass(frozen=True)
 class PendingRecord:
@@ -76,12 +83,6 @@ class PendingRecord:
     stored: StoredRecord
     refspec: str  # <commit>:<trail ref>
     lease: str  # <trail ref>:<tip>
-MAX_UNREACHABLE = 3  # fetches failing in a row: origin is down, spool the record
-MAX_REJECTED = 3  # pushes refused while origin did not move: a hook or permissions
-SPOOL_VERSION = 1
-
-_RUN_ID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
-_PHASE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 # -- the trail ----------------------------------------------------------------------------
