@@ -64,7 +64,6 @@ from gitops_push.fsutil import atomic_write
 from gitops_push.git import commit_tree, hash_object, push, rev, tree_with_file, zero_oid
 
 SKIP_CI = "[skip ci]"
-
 MAX_UNREACHABLE = 3  # fetches failing in a row: origin is down, spool the record
 MAX_REJECTED = 3  # pushes refused while origin did not move: a hook or permissions
 SPOOL_VERSION = 1
