@@ -1,8 +1,8 @@
 """A latency-injected, connection-counting git remote on this machine.
 
-``GIT_SSH_COMMAND`` points at a small shell script standing in for ssh: it appends one
-line per connection to a log (the git server command it was asked to run), sleeps the
-configured latency, then runs ``git-upload-pack`` / ``git-receive-pack`` locally. The
+``GIT_SSH_COMMAND`` points at a small shell script standing in for ssh: it sleeps the
+configured latency, runs ``git-upload-pack`` / ``git-receive-pack`` locally, then
+appends one line per connection to a log (start and end time, the server command). The
 origin is addressed as ``ssh://fake/<absolute path>``, so every fetch, push and
 ls-remote goes through the script. Used by bench/remote_latency.py and by the tests
 (tests/test_round_trips.py), which count connections with 0 ms latency.
@@ -26,9 +26,12 @@ while [ $# -gt 1 ]; do
   esac
 done
 shift  # the host name
-printf '%s\\n' "$*" >> {log}
+start=$(date +%s.%N)
 [ "$(cat {latency})" = 0 ] || sleep "$(cat {latency})"
-exec /bin/sh -c "$*"
+/bin/sh -c "$*"
+rc=$?
+printf '%s %s %s\\n' "$start" "$(date +%s.%N)" "$*" >> {log}
+exit $rc
 """
 
 
@@ -59,9 +62,28 @@ class FakeRemote:
     def reset(self) -> None:
         self.log.write_text("")
 
+    def _entries(self) -> list[tuple[float, float, str]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            start, end, command = [*line.split(" ", 2), "", "", ""][:3]
+            if command:
+                out.append((float(start), float(end), command))
+        return out
+
     def connections(self) -> list[str]:
         """One entry per connection since the last reset: the server command run."""
-        return [line for line in self.log.read_text().splitlines() if line.strip()]
+        return [command for _, _, command in self._entries()]
+
+    def busy(self) -> float:
+        """Seconds during which at least one connection was open (latency included)."""
+        total, cur_start, cur_end = 0.0, 0.0, None
+        for start, end, _ in sorted(self._entries()):
+            if cur_end is None or start > cur_end:
+                total += 0.0 if cur_end is None else cur_end - cur_start
+                cur_start, cur_end = start, end
+            else:
+                cur_end = max(cur_end, end)
+        return total + (0.0 if cur_end is None else cur_end - cur_start)
 
     def count(self) -> int:
         return len(self.connections())

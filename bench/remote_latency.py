@@ -131,7 +131,8 @@ def bench_size(gp: str, workdir: Path, n: int, latency: float, runs: int, own: b
     change_all(repo, env, n, "v0")
     apply_once(gp, repo, env, n, remote)  # first deployment: trail exists, state warm
     out: dict[str, list[float]] = {"wall0": [], "wall": [], "conns0": [], "conns": [],
-                                   "own": [], "own_cpu": [], "added": []}
+                                   "own": [], "own_cpu": [], "added": [], "busy0": [],
+                                   "busy": []}
     k = 0
     for _ in range(runs):
         for lat, key in ((0.0, "0"), (latency, "")):
@@ -142,6 +143,7 @@ def bench_size(gp: str, workdir: Path, n: int, latency: float, runs: int, own: b
             wall, conns, _, _ = apply_once(gp, repo, env, n, remote)
             out["wall" + key].append(wall)
             out["conns" + key].append(conns)
+            out["busy" + key].append(remote.busy())
         out["added"].append(out["wall"][-1] - out["wall0"][-1])  # this pair's difference
         if own:
             remote.set_latency(0)
@@ -173,8 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs); fake ssh origin, {args.latency * 1000:.0f} ms per "
           f"connection; N terraform_data stacks, one change each; median of {args.runs}\n")
     load_start = load1()
-    rows: list[tuple[str, ...]] = [("N", "connections", "target", "wall 0 ms",
-                                    f"wall {args.latency * 1000:.0f} ms", "added", "target",
+    ms = f"{args.latency * 1000:.0f} ms"
+    rows: list[tuple[str, ...]] = [("N", "connections", "target", "wall 0 ms", f"wall {ms}",
+                                    "added (wall)", f"in origin at {ms}", "target",
                                     "own time", "own cpu", "target", "result")]
     failed = False
     for n in sizes:
@@ -190,15 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         conns = int(max(m["conns0"], m["conns"]))
         added = m["added"]  # median of the paired differences (0 ms, then 300 ms)
+        # time with a connection to origin open: the most the latency can add to the wall
+        # time (nothing else waits for it), and unlike the wall difference it does not
+        # drown in the run-to-run noise of N terraform applies on a busy machine
+        bound = m["busy"]
         added_target = TARGET_ADDED.get(n)
         own_target = TARGET_OWN_BASE + TARGET_OWN_PER_STACK * (n - 1)
-        ok = conns <= TARGET_CONNECTIONS and (added_target is None or added <= added_target) \
+        ok = conns <= TARGET_CONNECTIONS and (added_target is None or bound <= added_target) \
             and ("own" not in m or m["own"] <= own_target)
         failed |= not ok
         rows.append((str(n), str(conns), f"<= {TARGET_CONNECTIONS}", f"{m['wall0']:.2f} s",
                      f"{m['wall']:.2f} s", f"{added:+.2f} s" + (
                          f" ({m['added_min']:+.2f}..{m['added_max']:+.2f})"
                          if runs > 1 else ""),
+                     f"{bound:.2f} s",
                      f"<= {added_target:.1f} s" if added_target else "",
                      f"{m['own']:.3f} s" if "own" in m else "-",
                      f"{m['own_cpu']:.3f} s" if "own_cpu" in m else "-",
@@ -208,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{load_note(load_start, load1())}")
     print("own time = wall - time inside child processes (terraform, git, fake ssh), from a "
           "-vv run at 0 ms;\nown cpu = user+sys CPU of the gitops-push process alone (all "
-          "threads, no children) in that run: less sensitive to load")
+          "threads, no children) in that run: less sensitive to load;\nin origin = time "
+          "with at least one connection to origin open (fake ssh log): an upper bound of "
+          "the cost the latency adds,\nsince nothing else waits for it; the target is "
+          "judged on it, the wall difference being noise at high load")
     if not args.skip_others:
         here = Path(__file__).resolve().parent
         for script, extra in (("changed.py", ["--no-hyperfine"]),
