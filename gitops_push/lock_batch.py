@@ -86,13 +86,14 @@ class RunLocks(LockSet):
         with self._mutex:
             held = [self._held[s] for s in stacks if s in self._held]
         if len(held) > 1 and self.has_origin:
-            with self._ops:
+            with self._ops:  # a renewal must not see them held once they are gone
                 result = push(self.repo, self.remote, [f":{a.info.ref}" for a in held],
                               leases=[f"{a.info.ref}:{a.sha}" for a in held], atomic=True,
                               timeout=self.network_timeout)
+                if result.ok:
+                    for a in held:
+                        self.forget(a.stack)
             if result.ok:
-                for a in held:
-                    self.forget(a.stack)
                 return
         for a in held:
             self.release(a.stack)
