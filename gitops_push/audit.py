@@ -27,7 +27,7 @@ import json
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from secrets import token_hex
@@ -61,7 +61,7 @@ from gitops_push.audit_verify import check_chain, check_history, check_rewrite
 from gitops_push.ci import ENV_SPOOL_DIR
 from gitops_push.errors import AuditError, GitopsPushError
 from gitops_push.fsutil import atomic_write
-from gitops_push.git import commit_tree, hash_object, push, tree_with_file, zero_oid
+from gitops_push.git import commit_tree, hash_object, push, rev, tree_with_file, zero_oid
 
 SKIP_CI = "[skip ci]"
 MAX_UNREACHABLE = 3  # fetches failing in a row: origin is down, spool the record
@@ -70,6 +70,18 @@ SPOOL_VERSION = 1
 
 _RUN_ID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 _PHASE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A record's commit, built on ``tip`` and not pushed yet (``Trail.pending``)."""
+
+    record: dict[str, Any]
+    tip: str | None
+    commit: str
+    stored: StoredRecord
+    refspec: str  # <commit>:<trail ref>
+    lease: str  # <trail ref>:<tip>
 
 
 # -- the trail ----------------------------------------------------------------------------
@@ -240,6 +252,48 @@ class Trail(TrailReader):
             return True, ""
         return False, f"{self.remote} refused {self.ref}: {result.detail.strip()}"
 
+    # -- one push together with other refs (lock_batch.RunGate) -------------------------
+    def pending(self, record: Mapping[str, Any]) -> PendingRecord | None:
+        """The commit that adds ``record`` on the tip this process last saw (fetched
+        first when it saw none), for a caller that pushes it in one atomic push with other
+        refs; ``published`` then says it landed. None when the record must take the usual
+        way (``append``): no origin, records waiting in the spool, origin unreadable.
+        Raises like ``append`` for a record holding a secret."""
+        if not self.has_origin or self.spooled():
+            return None
+        rec = self._prepare(record)
+        annotate = self._annotate(rec, None)
+        if self._known_tip is None:
+            fetched = self._fetch()
+            if not fetched.ok:
+                return None
+            self._known_tip = (fetched.tip,)
+        tip = self._known_tip[0]
+        snap = self._snapshot(tip)
+        if snap.find(rec) is not None:
+            return None  # already stored (append reports it as such)
+        new, stored = self._build(snap, rec, annotate)
+        return PendingRecord(rec, tip, new, stored, f"{new}:{self.ref}",
+                             f"{self.ref}:{tip or ''}")
+
+    def published(self, pending: PendingRecord) -> AppendResult:
+        """``pending`` was pushed: remember the new tip, as ``append`` would."""
+        self.repo.run("update-ref", self.tracking_ref, pending.commit, check=False)
+        self._known_tip = (pending.commit,)
+        return self._stored(pending.record, pending.stored, pending.commit, 1)
+
+    def saw_tip(self) -> None:
+        """The tracking ref was just fetched by someone else (one fetch of the trail and
+        the locks): build the next record on it."""
+        self._known_tip = (rev(self.repo, self.tracking_ref),)
+
+    def forget_tip(self) -> None:
+        self._known_tip = None
+
+    @property
+    def fetch_refspec(self) -> str:
+        return f"+{self.ref}:{self.tracking_ref}"
+
     # -- the spool ----------------------------------------------------------------------
     def spooled(self) -> list[Path]:
         """Spool files, oldest first (their names start with the spool time)."""
@@ -329,6 +383,7 @@ __all__ = [
     "MODES",
     "AppendResult",
     "Deployment",
+    "PendingRecord",
     "Problem",
     "SecretInRecord",
     "SpoolUnwritable",

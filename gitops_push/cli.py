@@ -314,12 +314,17 @@ def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[
 @selection_options
 @click.option("--fix", is_flag=True, envvar=env("fix"),
               help="Re-apply git's state to drifted stacks (locks and audit as apply).")
+@click.option("--record/--no-record", "record", default=None, envvar=env("record"),
+              help="Record this check in the audit trail. Default: in CI yes, locally no. "
+                   "A record that cannot be pushed waits in the spool; the exit code stays "
+                   "the check's (--fix always records).")
 @apply_options
 @run_options
 @click.pass_context
 def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bool,
-          allow_branch: bool, allow_destroy: bool, force_conflicts: bool, lock_timeout: float,
-          lock_ttl: float, parallel: int | None, output: str, summary_md: Path | None) -> None:
+          record: bool | None, allow_branch: bool, allow_destroy: bool,
+          force_conflicts: bool, lock_timeout: float, lock_ttl: float, parallel: int | None,
+          output: str, summary_md: Path | None) -> None:
     """Check every stack's live state against git (exit 4 when something drifted).
 
     \b
@@ -334,7 +339,7 @@ def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bo
     state.output, state.command = output, "drift"
     repo, config = _open(state)
     opts = workflow.RunOptions("drift", all_stacks=True, stacks=_stacks(stacks), fix=fix,
-                               parallel=parallel, allow_branch=allow_branch,
+                               record=record, parallel=parallel, allow_branch=allow_branch,
                                allow_destroy=allow_destroy, force_conflicts=force_conflicts,
                                lock_timeout=lock_timeout,
                                lock_ttl=lock_ttl, flags=_flags(ctx))

@@ -23,6 +23,7 @@ from gitops_push.discovery import resolve_stacks
 from gitops_push.errors import AuditError, ExitCode, GitopsPushError, UserError
 from gitops_push.git import Repo
 from gitops_push.lock import LockSet, active_run_ids
+from gitops_push.lock_batch import RunGate, RunLocks
 from gitops_push.runner import (
     Reporter,
     StackOutcome,
@@ -178,19 +179,17 @@ class _Background(Generic[T]):
 
 
 class _StackLock:
-    """A stack's lock, requested on entry while the caller goes on (lint runs during the
-    push to origin); ``wait()`` before planning. Released on exit; if it was never waited
-    for (lint failed), the request is withdrawn instead of waiting out another holder."""
+    """A stack's lock, requested on entry while the caller goes on (lint runs while the
+    run's locks and ``started`` record are pushed); ``wait()`` before planning. On exit
+    the stack is done: its lock goes back with the run's ``finished`` record (or at once
+    when another stack of the run waits for a lock, see lock_batch). If it was never
+    waited for (lint failed), the request is withdrawn instead of waiting out a holder."""
 
-    def __init__(self, locks: LockSet, stack: str, cancel: threading.Event) -> None:
-        self._locks, self._stack, self._cancel = locks, stack, cancel
+    def __init__(self, gate: RunGate, stack: str, cancel: threading.Event) -> None:
+        self._gate, self._stack, self._cancel = gate, stack, cancel
         self._stop = threading.Event()
-        self._got = False
-        self._job = _Background(self._acquire, f"lock-{stack}")
-
-    def _acquire(self) -> None:
-        self._locks.acquire_one(self._stack, self._stop)
-        self._got = True
+        gate.enter(stack)
+        self._job = _Background(lambda: gate.acquire(stack, self._stop), f"lock-{stack}")
 
     def wait(self) -> None:
         """Until the lock is held; a stopped run (SIGTERM) stops waiting for it."""
@@ -206,11 +205,10 @@ class _StackLock:
         except Exception:  # noqa: S110  # never taken: nothing to release (wait() said why)
             pass
         finally:
-            if self._got:
-                self._locks.release(self._stack)
+            self._gate.leave(self._stack)
 
 
-def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockSet,
+def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGate,
                started: _Background[dict[str, Any]], *, fix_only: bool = False) -> Task:
     opts = session.options
 
@@ -219,7 +217,7 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
         engine = session.engine(stack)
         removed = change.status == "removed"
         with base_worktree(session, change, base_of.get(stack.name)) as old_dir, \
-                _StackLock(locks, stack.name, session.cancel) as lock:
+                _StackLock(gate, stack.name, session.cancel) as lock:
             ctx = make_ctx(session, stack, "apply", stack_dir=old_dir)
             if opts.plan_dir is not None:
                 session.reporter.stack_step(stack.name, "load plan")
@@ -253,10 +251,17 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
                 return base_outcome(change, "failed", unrecorded, plan=plan, error=unrecorded)
             session.reporter.stack_step(stack.name, "lock")
             lock.wait()
+            newer = _newer_deployment(session, gate, stack.name)
+            if newer is not None:
+                return replace(base_outcome(
+                    change, "skipped", f"skipped: a run deployed it from newer commit "
+                    f"{newer[:12]} while this one waited (this pipeline is older; it never "
+                    "rolls a stack back)", plan=plan), status="stale")
             session.reporter.stack_step(stack.name, "apply")
             applied = engine.apply(stack, ctx, plan)
             verify = None
-            if not removed:
+            # a stack may turn the post-apply check off (docs/terraform.md#settings)
+            if not removed and getattr(stack.settings, "verify_after_apply", True):
                 session.reporter.stack_step(stack.name, "verify")
                 verify = engine.drift(stack, make_ctx(session, stack, "drift"),
                                       after_apply=True)
@@ -270,6 +275,17 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], locks: LockS
     return task
 
 
+def _newer_deployment(session: Session, gate: RunGate, stack: str) -> str | None:
+    """The commit another run deployed ``stack`` from after this run chose it, when that
+    commit is newer than this run's (it contains HEAD): applying would roll it back."""
+    sha = deployed_commits(gate.records_under_lock(stack)).get(stack)
+    if sha is None or sha == session.head:
+        return None
+    if not session.repo.has_commit(sha) and not changes.ensure_commit(session.repo, sha):
+        return None  # as at selection: a commit we cannot see is not known to be newer
+    return sha if session.repo.is_ancestor(session.head, sha) else None
+
+
 def _refuse_destroy(cs: ChangeSet, opts: RunOptions) -> None:
     removed = [c.stack.name for c in cs.stacks if c.status == "removed"]
     if removed and not opts.allow_destroy:
@@ -279,18 +295,24 @@ def _refuse_destroy(cs: ChangeSet, opts: RunOptions) -> None:
         )
 
 
-def _trail(repo: Repo, config: Config, environ: Mapping[str, str],
-           stacks: list[Stack] | None = None) -> audit.Trail:
-    """The audit trail; a credential's value in a record is replaced by a marker naming it."""
+def _secrets(repo: Repo, stacks: list[Stack] | None, environ: Mapping[str, str]
+             ) -> dict[str, str]:
+    """Secret value -> what it is (a variable, a kubeconfig credential), for redaction."""
     secrets: dict[str, str] = {}
     for stack in stacks or []:
         for phase in ("plan", "apply", "drift"):
             env, _ = phase_env(stack, phase, environ)
             secrets.update(engines.spec(stack.type).file_secrets(stack.settings, env, repo.root))
             secrets.update(phase_secrets(stack, phase, environ))
+    return secrets
+
+
+def open_trail(repo: Repo, config: Config, environ: Mapping[str, str],
+               stacks: list[Stack] | None = None) -> audit.Trail:
+    """The audit trail; a credential's value in a record is replaced by a marker naming it."""
     branch = changes.default_branch(repo, config, ci_env.detect(environ))
     return audit.Trail(repo, config.audit, environ=environ, default_branch=branch,
-                       secrets=secrets)
+                       secrets=_secrets(repo, stacks, environ))
 
 
 def _interrupted(repo: Repo, records: list[dict[str, Any]], run_id: str) -> tuple[list[str],
@@ -313,9 +335,9 @@ def _interrupted(repo: Repo, records: list[dict[str, Any]], run_id: str) -> tupl
     return warnings, [str(r.get("run_id")) for r in runs]
 
 
-def _locks(repo: Repo, session: Session, base_rec: Mapping[str, Any]) -> LockSet:
+def _locks(repo: Repo, session: Session, base_rec: Mapping[str, Any]) -> RunLocks:
     opts = session.options
-    return LockSet(repo, owner=_owner(session, base_rec), environ=session.environ,
+    return RunLocks(repo, owner=_owner(session, base_rec), environ=session.environ,
                    timeout=opts.lock_timeout, ttl=opts.lock_ttl)
 
 
@@ -330,16 +352,23 @@ def _lock_notes(locks: LockSet, trail: audit.Trail, report: RunReport) -> None:
 
 def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
           reporter: Reporter | None = None, cancel: threading.Event | None = None,
-          *, command: str = "apply", extra_record: Mapping[str, Any] | None = None
-          ) -> RunReport:
+          *, command: str = "apply", extra_record: Mapping[str, Any] | None = None,
+          trail: audit.Trail | None = None) -> RunReport:
+    """``trail``: one the caller has just read (rollback), so it is not fetched again."""
     branch = check_branch(repo, config, opts, environ)
     check_clean(repo)
     probe = prefetch_tools(config, environ)
     stacks = resolve_stacks(config, repo, repo.tree(repo.head()))
-    trail = _trail(repo, config, environ, stacks)
+    fetch = trail is None
+    if trail is None:
+        trail = open_trail(repo, config, environ, stacks)
+    else:
+        known = trail.secrets if isinstance(trail.secrets, Mapping) else dict.fromkeys(
+            trail.secrets, "a secret")
+        trail.secrets = {**known, **_secrets(repo, stacks, environ)}
     warnings: list[str] = []
     warnings += _flush(trail)
-    records = trail.records()
+    records = trail.records(fetch=fetch)
     cs, stale, sel_warnings = select_for_apply(repo, config, opts, environ, records)
     warnings += list(cs.range.warnings) + sel_warnings
     _refuse_destroy(cs, opts)
@@ -368,7 +397,7 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
                       {"interrupted_runs": interrupted_ids,
                        "stacks": [{"name": c.stack.name, "status": c.status}
                                   for c in cs.stacks]},
-                      lambda locks, started: apply_task(session, base_of, locks, started),
+                      lambda gate, started: apply_task(session, base_of, gate, started),
                       depends_fn(cs.all_stacks), _overall)
     report.exit_code = apply_exit_code(report)
     return report
@@ -376,22 +405,33 @@ def apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
 
 def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: ChangeSet,
                   base_rec: Mapping[str, Any], started_rec: Mapping[str, Any],
-                  make_task: Callable[[LockSet, _Background[dict[str, Any]]], Task],
+                  make_task: Callable[[RunGate, _Background[dict[str, Any]]], Task],
                   depends: Callable[[str], set[str]],
-                  overall: Callable[[RunReport], str]) -> None:
+                  overall: Callable[[RunReport], str], *, lock: bool = True,
+                  record: bool = True) -> None:
     """Run the stacks under this run's locks; always release them and write ``finished``.
 
-    The ``started`` record is stored in a thread while the stacks lint and plan; every
-    apply waits for it first, so nothing is applied before the record is in the trail
-    (or the spool). ``finished`` is written after it: one writer at a time.
+    The locks of every stack (``lock``) and the ``started`` record are pushed in one
+    atomic push, in a thread while the stacks lint; every apply waits for it first, so
+    nothing is applied before the record is in the trail (or the spool). ``finished``
+    and the release of the locks are the second push (lock_batch.RunGate). ``record``
+    False (a local drift check): no record, no lock, nothing written to origin.
     """
     locks = _locks(session.repo, session, base_rec)  # bad lock settings: nothing recorded
-    started = _Background(lambda: _append(
-        trail, {**base_rec, **started_rec, "phase": "started"}, report), "audit-started")
+    gate = RunGate(locks, trail, [c.stack.name for c in cs.stacks] if lock else [])
+    started_full = {**base_rec, **started_rec, "phase": "started"}
+
+    def store_started() -> dict[str, Any]:
+        if not record:
+            gate.unrecorded()
+            return {}
+        return _append(lambda: gate.start(started_full), report)
+
+    started = _Background(store_started, "audit-started")
     outcomes: dict[str, StackOutcome] = {}
     session.width = run_width(cs.stacks, session.options.parallel or default_parallel())
     try:
-        run_waves(cs.stacks, make_task(locks, started),
+        run_waves(cs.stacks, make_task(gate, started),
                   parallel=session.options.parallel or default_parallel(),
                   reporter=session.reporter, cancel=session.cancel, depends=depends,
                   outcomes=outcomes)
@@ -401,17 +441,20 @@ def _run_recorded(session: Session, trail: audit.Trail, report: RunReport, cs: C
     finally:
         report.outcomes += [outcomes[c.stack.name] for c in cs.stacks
                             if c.stack.name in outcomes]
-        locks.release_all()
-        _lock_notes(locks, trail, report)
         try:
-            report.audit = started.wait()
+            report.audit = started.wait() if record else None
         except Exception as exc:  # not an AuditError (those _append reports): still finish
             report.warnings.append(f"the started audit record was not stored: {exc}")
         report.interrupted = session.cancel.is_set()
         final = {**base_rec, "phase": "finished", "finished_at": audit.now_utc(),
                  "outcome": "interrupted" if report.interrupted else overall(report),
                  "stacks": [stack_entry(o) for o in report.outcomes]}
-        report.audit = _append(trail, final, report)
+        try:
+            if record:
+                report.audit = _append(lambda: gate.finish(final), report)
+        finally:
+            locks.release_all()  # whatever the finished push did not release
+            _lock_notes(locks, trail, report)
 
 
 def _unstored(info: Mapping[str, Any] | None) -> str | None:
@@ -450,9 +493,9 @@ def _flush(trail: audit.Trail) -> list[str]:
             ] if pushed else []
 
 
-def _append(trail: audit.Trail, record: dict[str, Any], report: RunReport) -> dict[str, Any]:
+def _append(store: Callable[[], audit.AppendResult], report: RunReport) -> dict[str, Any]:
     try:
-        res = trail.append(record)
+        res = store()
     except AuditError as exc:
         report.warnings.append(str(exc))
         return {"pushed": False, "error": exc.message}
@@ -490,15 +533,20 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
     cs = select(repo, config, sel, environ)
     cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != "removed"),
                    cs.all_stacks)
-    trail = _trail(repo, config, environ, list(cs.all_stacks))
-    warnings = _flush(trail)
-    records = trail.records()
+    record = drift_records(opts, environ)
+    trail = open_trail(repo, config, environ, list(cs.all_stacks))
+    # a check that records nothing reads and writes nothing on origin (not even the spool)
+    warnings = _flush(trail) if record else []
+    records = trail.records() if record else []
     with tempfile.TemporaryDirectory(prefix="gitops-push-") as tmp:
         session = new_session(repo, config, opts, environ, reporter, cancel, cs.range.head,
                               Path(tmp))
         interrupted, interrupted_ids = _interrupted(repo, records, session.run_id)
         report = RunReport("drift", session.run_id, cs.range.head, None, "all",
                            warnings=warnings + interrupted)
+        if not record:
+            report.notes.append("not recorded in the audit trail (a local check; --record "
+                                "records it)")
         if not cs.stacks:
             report.notes.append("no stacks")
             return report
@@ -506,8 +554,8 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
         check_engines(session, [c.stack for c in cs.stacks])
         base_rec = record_base(session, "drift", cs.range, repo.current_branch())
         started_at = audit.now_utc()
-        def make_task(locks: LockSet, started: _Background[dict[str, Any]]) -> Task:
-            fixer = apply_task(session, {}, locks, started, fix_only=True)
+        def make_task(gate: RunGate, started: _Background[dict[str, Any]]) -> Task:
+            fixer = apply_task(session, {}, gate, started, fix_only=True)
 
             def task(change: StackChange) -> StackOutcome:
                 stack = change.stack
@@ -533,18 +581,34 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
                       make_task,
                       # detection reports every stack; a fix skips dependents of a failure
                       depends_fn(cs.all_stacks) if opts.fix else (lambda name: set()),
-                      overall)
-    report.exit_code = drift_exit_code(report)
+                      # --fix may apply any stack: its locks are taken with the record.
+                      # A check that changes nothing takes no lock (docs/audit.md).
+                      overall, lock=opts.fix, record=record)
+    report.exit_code = drift_exit_code(report, fix=opts.fix)
     return report
 
 
-def drift_exit_code(report: RunReport) -> int:
+def drift_records(opts: RunOptions, environ: Mapping[str, str]) -> bool:
+    """Whether a drift run writes to the audit trail (issue 12). ``--fix`` changes
+    things and always records, like apply. A check that changes nothing records when
+    asked (``--record``), or in CI unless told not to (``--no-record``): a drift history
+    is worth having, but a laptop writes nothing to shared state unless asked."""
+    if opts.fix:
+        return True
+    if opts.record is not None:
+        return opts.record
+    return ci_env.detect(environ).system != "local"
+
+
+def drift_exit_code(report: RunReport, *, fix: bool = True) -> int:
+    """A check that changes nothing keeps its own exit code (0 clean, 4 drift) when its
+    record could not be pushed: the record waits in the spool, with a warning."""
     if report.interrupted:
         return ExitCode.TERMINATED
     if any(o.result in ("failed", "lint-failed", "refused") for o in report.outcomes):
         return ExitCode.FAILED
     if any(o.result == "drifted" for o in report.outcomes):
         return ExitCode.DRIFT_DETECTED
-    if report.audit is not None and not report.audit.get("pushed", True):
+    if fix and report.audit is not None and not report.audit.get("pushed", True):
         return ExitCode.AUDIT_NOT_PUSHED
     return ExitCode.OK

@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from functools import cache
+from typing import Any
 
 from gitops_push.config import Config, Stack, check_graph
 from gitops_push.errors import ConfigError
@@ -89,6 +90,7 @@ def resolve_stacks(config: Config, repo: Repo, tree: Tree, *, strict: bool = Tru
         stacks.append(s)
     explicit_paths = {s.path for s in stacks}
     names = {s.name for s in stacks}
+    defaults: dict[str, Any] = {}  # frozen settings, parsed once per engine (not per stack)
     for path, engine in discover(config, tree, refs):
         if path in explicit_paths:
             continue
@@ -96,9 +98,9 @@ def resolve_stacks(config: Config, repo: Repo, tree: Tree, *, strict: bool = Tru
         if name in names:
             name = f"{name}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
         names.add(name)
-        stacks.append(
-            Stack(name=name, path=path, type=engine, settings=config.default_settings(engine))
-        )
+        if engine not in defaults:
+            defaults[engine] = config.default_settings(engine)
+        stacks.append(Stack(name=name, path=path, type=engine, settings=defaults[engine]))
     if strict:
         check_graph(stacks, {s.name: s.origin for s in stacks})
     return stacks

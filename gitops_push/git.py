@@ -141,6 +141,8 @@ class Repo:
         timeout: float | None = 600,
         env: Mapping[str, str] | None = None,
     ) -> proc.Result:
+        if env is None and args and args[0] in _NETWORK_COMMANDS:
+            env = self.net_env
         return proc.run(
             ["git", "-c", "core.quotepath=off", *args],
             env=env or self.env,
@@ -153,6 +155,42 @@ class Repo:
 
     def out(self, *args: str) -> str:
         return self.run(*args).stdout
+
+    @cached_property
+    def net_env(self) -> dict[str, str]:
+        """``env`` for commands that reach a remote.
+
+        Before every connection, git runs a custom ssh command (``GIT_SSH_COMMAND`` whose
+        program is not ssh or plink) once more with ``-G`` to learn whether it is OpenSSH.
+        Probed once here instead, the answer goes to git as ``GIT_SSH_VARIANT``: one probe
+        per run, not one per connection (issue 14: round trips that do not grow)."""
+        env = self.env
+        if "GIT_SSH_VARIANT" in env:
+            return env
+        found = self.run("config", "--get-regexp",
+                         r"^(ssh\.variant|core\.sshcommand|remote\.origin\.url)$",
+                         check=False, env=env).stdout
+        cfg = dict(line.partition(" ")[::2] for line in found.splitlines())
+        host = _ssh_host(cfg.get("remote.origin.url", "").strip())
+        if "ssh.variant" in cfg or host is None:
+            return env
+        command = env.get("GIT_SSH_COMMAND", "").strip() or cfg.get("core.sshcommand", "")
+        program = "" if command else env.get("GIT_SSH", "").strip()  # a program, no shell
+        if not (command or program):
+            return env  # plain ssh: git does not probe
+        name = Path(program or command.split()[0]).name.lower().removesuffix(".exe")
+        if name in ("ssh", "plink", "putty", "tortoiseplink"):
+            return env  # git knows these without probing
+        # git runs the command the same way: through sh when it has shell syntax
+        if program or not re.search(r"[|&;<>()$`\\\"' \t\n*?\[#~=%]", command):
+            probe = [program or command, "-G", host]
+        else:
+            probe = ["sh", "-c", f'{command} "$@"', command, "-G", host]
+        try:
+            res = proc.run(probe, env=env, cwd=self.root, check=False, timeout=30, what="ssh")
+        except ToolError:
+            return env
+        return {**env, "GIT_SSH_VARIANT": "ssh" if res.returncode == 0 else "simple"}
 
     @cached_property
     def commit_env(self) -> dict[str, str]:
@@ -368,6 +406,17 @@ class Repo:
         self.run("worktree", "prune", check=False)
 
 
+_NETWORK_COMMANDS = frozenset({"fetch", "push", "ls-remote", "pull", "clone"})
+
+
+def _ssh_host(url: str) -> str | None:
+    """The host of an ssh remote URL (``ssh://[user@]host[:port]/path`` or scp-like
+    ``[user@]host:path``); None for anything else (a local path, https)."""
+    m = re.match(r"ssh://(?:[^@/]*@)?(\[[^\]]*\]|[^:/]+)", url) or re.match(
+        r"(?:[^@/:]*@)?([^:/]{2,}):(?!//)", url)
+    return m.group(1).strip("[]") if m else None
+
+
 def check_ref_syntax(ref: str, what: str = "ref") -> None:
     """Reject refs that could act as options or hide control characters."""
     if not ref or len(ref) > MAX_REF_LEN:
@@ -472,6 +521,13 @@ class PushResult:
     ok: bool
     kind: str  # ok | stale (lease failed / not a fast-forward) | rejected (by origin) | error
     detail: str
+    refs: Mapping[str, str] = field(default_factory=dict)  # refused ref -> git's summary
+
+    @property
+    def stale_refs(self) -> set[str]:
+        """Refs refused because they moved (a lost race), not those an atomic push
+        dropped along with them (``atomic push failed``)."""
+        return {ref for ref, why in self.refs.items() if any(k in why for k in _RACE_MARKERS)}
 
 
 def push(repo: Repo, remote: str, refspecs: Sequence[str], *, leases: Sequence[str] = (),
@@ -484,17 +540,30 @@ def push(repo: Repo, remote: str, refspecs: Sequence[str], *, leases: Sequence[s
         res = repo.run(*args, remote, *refspecs, check=False, timeout=timeout)
     except ToolError as exc:  # timed out, or git missing
         return PushResult(False, "error", exc.message)
-    summaries = [line.split("\t")[2] for line in res.stdout.splitlines()
-                 if line.count("\t") >= 2 and line[:1] == "!"]
+    refused = {line.split("\t")[1].rpartition(":")[2]: line.split("\t")[2]
+               for line in res.stdout.splitlines() if line.count("\t") >= 2 and line[:1] == "!"}
+    summaries = list(refused.values())
     if res.returncode == 0:
         return PushResult(True, "ok", "")
     text = "; ".join(summaries) or res.tail or f"git push exited {res.returncode}"
     full = f"{text}\n{res.stderr.strip()}" if res.stderr.strip() else text
     if "hook declined" in text:
-        return PushResult(False, "rejected", full)
+        return PushResult(False, "rejected", full, refused)
     if any(k in full for k in _RACE_MARKERS):
-        return PushResult(False, "stale", full)
-    return PushResult(False, "rejected" if "remote rejected" in text else "error", full)
+        return PushResult(False, "stale", full, refused)
+    return PushResult(False, "rejected" if "remote rejected" in text else "error", full, refused)
+
+
+def fetch_refspecs(repo: Repo, remote: str, refspecs: Sequence[str], *, prune: bool = False,
+                   timeout: float = NETWORK_TIMEOUT) -> tuple[bool, str]:
+    """One ``git fetch`` of several refspecs (one connection); (ok, git's error)."""
+    args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+            *(["--prune"] if prune else []), remote, *refspecs]
+    try:
+        res = repo.run(*args, check=False, timeout=timeout)
+    except ToolError as exc:
+        return False, exc.message
+    return res.returncode == 0, res.tail or f"git fetch exited {res.returncode}"
 
 
 def ls_remote(repo: Repo, remote: str, pattern: str, *, timeout: float = NETWORK_TIMEOUT

@@ -20,7 +20,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -34,6 +34,7 @@ from gitops_push.git import (
     NETWORK_TIMEOUT,
     Repo,
     commit_tree,
+    fetch_refspecs,
     ident_env,
     ls_remote,
     push,
@@ -42,6 +43,7 @@ from gitops_push.git import (
 )
 
 LOCK_PREFIX = "refs/gitops-push/locks/"
+SEEN_PREFIX = "refs/gitops-push/origin-locks/"  # this clone's copy of origin's locks
 DEFAULT_TTL = 3600.0  # seconds; renewed every ttl/3 while held
 DEFAULT_TIMEOUT = 600.0  # seconds to wait for a held lock (--lock-timeout)
 DEFAULT_POLL = 2.0  # seconds between looks at a held lock, jittered x0.5-1.5
@@ -259,6 +261,24 @@ class LockStore:
         infos = [self._parse(self._stack_of(r), s) for r, s in found.items() if self._have(s)]
         return sorted(infos, key=lambda i: i.stack)
 
+    def look(self, extra_refspecs: Sequence[str] = ()) -> dict[str, LockInfo] | None:
+        """Every lock on origin, fetched in one connection together with
+        ``extra_refspecs`` (the trail). None if origin could not be read."""
+        spec = f"+{LOCK_PREFIX}*:{SEEN_PREFIX}*"
+        ok, error = fetch_refspecs(self.repo, self.remote, [*extra_refspecs, spec],
+                                   prune=True, timeout=self.network_timeout)
+        if not ok and extra_refspecs and "couldn't find remote ref" in error:
+            ok, error = fetch_refspecs(self.repo, self.remote, [spec], prune=True,
+                                       timeout=self.network_timeout)
+        if not ok:
+            return None
+        out = self.repo.run("for-each-ref", "--format=%(objectname) %(refname)",
+                            SEEN_PREFIX).stdout
+        found = {LOCK_PREFIX + r[len(SEEN_PREFIX):]: sha for sha, _, r in
+                 (line.partition(" ") for line in out.splitlines())}
+        return {i.stack: i for i in (self._parse(self._stack_of(r), sha)
+                                     for r, sha in found.items())}
+
     @staticmethod
     def _stack_of(ref: str) -> str:
         name = ref[len(LOCK_PREFIX):]
@@ -335,7 +355,15 @@ def active_run_ids(repo: Repo, *, remote: str = "origin", now: datetime | None =
                    ) -> set[str]:
     """Run ids holding an unexpired lock: runs in progress, not interrupted ones."""
     when = now or utcnow()
-    return {i.owner.run_id for i in LockStore(repo, remote=remote).list() if not i.expired(when)}
+    store = LockStore(repo, remote=remote)
+    if store.has_origin:  # one fetch of every lock (ls-remote + fetch would be two)
+        seen = store.look()
+        if seen is None:
+            raise LockError(f"cannot list locks: {remote} is unreachable")
+        infos = list(seen.values())
+    else:
+        infos = store.list()
+    return {i.owner.run_id for i in infos if not i.expired(when)}
 
 
 class LockSet(LockStore):
@@ -392,6 +420,17 @@ class LockSet(LockStore):
     def held(self) -> dict[str, Acquired]:
         with self._mutex:
             return dict(self._held)
+
+    def stop_heartbeat(self) -> None:
+        """Stop renewing (before a batched release: the lock commits must stay put)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.network_timeout)
+
+    def _renew_batch(self) -> bool:
+        """Renew every held lock at once; here: not supported (lock_batch.RunLocks)."""
+        return False
 
     def _new_info(self, stack: str, acquired: datetime | None = None) -> LockInfo:
         now = self.clock()
@@ -529,6 +568,12 @@ class LockSet(LockStore):
                     self._thread = None
                     return
                 stacks = list(self._held)
+            try:
+                if self._renew_batch():  # one round trip however many stacks are held
+                    continue
+            except Exception as exc:  # renewed one by one below
+                with self._mutex:
+                    self.warnings.append(f"could not renew the locks in one push: {exc}")
             for stack in stacks:
                 try:
                     self.renew(stack)
@@ -572,10 +617,7 @@ class LockSet(LockStore):
 
     def release_all(self) -> dict[str, bool]:
         """Release every lock this run holds and stop the heartbeat."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.network_timeout)
+        self.stop_heartbeat()
         return {stack: self.release(stack) for stack in sorted(self.held, reverse=True)}
 
     def __enter__(self) -> LockSet:

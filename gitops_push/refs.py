@@ -13,10 +13,12 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from gitops_push import hcl, kustomize
 from gitops_push.errors import ParseError
 from gitops_push.git import Repo, Tree, resolve_in_tree
+from gitops_push.scan_cache import ScanCache
 
 # a module block or a file()-style call: the only constructs that reference other paths
 _TF_CANDIDATE = r"module|file[a-z0-9]*[[:space:]]*\("
@@ -31,6 +33,16 @@ class Input:
     path: str
     is_dir: bool
     chain: tuple[str, ...]
+
+
+_SCAN_CACHES: dict[Path, ScanCache] = {}
+
+
+def _scan_cache(repo: Repo) -> ScanCache:
+    cache = _SCAN_CACHES.get(repo.git_dir)
+    if cache is None:
+        cache = _SCAN_CACHES[repo.git_dir] = ScanCache(repo.git_dir)
+    return cache
 
 
 class RefIndex:
@@ -75,23 +87,30 @@ class RefIndex:
             for f in self.tree.files_in(d)
             if f.endswith(".tf") and f in self.tf_candidates
         ]
-        texts = self._read(wanted)
+        cache = _scan_cache(self.repo)
+        found = {f: cache.get(self.tree.entries[f].sha, f) for f in wanted}
+        texts = self._read([f for f, hit in found.items() if hit is None])
         for d in dirs:
             self._tf_refs.setdefault(d, hcl.References((), ()))
         merged: dict[str, tuple[list[hcl.ModuleRef], list[hcl.FileRef]]] = {}
-        for f in sorted(texts):
-            text = texts[f].decode("utf-8", "replace")
+        for f in sorted(found):
             d = f.rpartition("/")[0] or "."
-            try:
-                refs = hcl.scan(text, f)
-            except ParseError as exc:
-                self.broken[f] = exc
-                refs = self._salvage(text, f, d)
+            refs = found[f]
+            if refs is None:
+                text = texts[f].decode("utf-8", "replace")
+                try:
+                    refs = hcl.scan(text, f)
+                except ParseError as exc:  # never cached: it is scanned again next time
+                    self.broken[f] = exc
+                    refs = self._salvage(text, f, d)
+                else:
+                    cache.put(self.tree.entries[f].sha, refs)
             mods, files = merged.setdefault(d, ([], []))
             mods.extend(refs.modules)
             files.extend(refs.files)
         for d, (mods, files) in merged.items():
             self._tf_refs[d] = hcl.References(tuple(mods), tuple(files))
+        cache.save()
 
     def _salvage(self, text: str, f: str, d: str) -> hcl.References:
         """The local module sources a file that does not parse still names, so its modules

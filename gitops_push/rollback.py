@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gitops_push import audit, changes, deploy, workflow
+from gitops_push import changes, deploy, workflow
 from gitops_push.changes import ChangeSet, Range, stack_inputs
 from gitops_push.config import Config
 from gitops_push.discovery import resolve_stacks
@@ -134,7 +134,7 @@ def commit_message(affected: ChangeSet, target: str, run_id: str | None) -> str:
 def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: bool,
              environ: Mapping[str, str], reporter: Reporter | None = None,
              cancel: threading.Event | None = None) -> RunReport:
-    trail = audit.Trail(repo, config.audit, environ=environ)
+    trail = deploy.open_trail(repo, config, environ)
     records = trail.records()
     target, run_id = resolve_target(repo, records, to)
     head = repo.head()
@@ -184,7 +184,8 @@ def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: 
     # exactly the stacks the rollback commit changes (compared with the commit before it),
     # not whatever else differs from its last deployment
     result = deploy.apply(repo, config, replace(opts, command="rollback", stacks=(), base=head),
-                          environ, reporter, cancel, command="rollback", extra_record=extra)
+                          environ, reporter, cancel, command="rollback", extra_record=extra,
+                          trail=trail)  # read above: not fetched again
     result.notes.insert(0, f"committed {new_head[:12]} restoring {listing} to {target[:12]}")
     return result
 

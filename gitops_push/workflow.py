@@ -55,6 +55,7 @@ class RunOptions:
     lock_timeout: float = 600.0
     lock_ttl: float = 3600.0
     fix: bool = False
+    record: bool | None = None  # drift: --record / --no-record (None: record in CI only)
     flags: Mapping[str, Any] = field(default_factory=dict)
 
 

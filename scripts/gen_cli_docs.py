@@ -37,7 +37,7 @@ def options_table(params: list[click.Parameter]) -> list[str]:
     rows = []
     for p in params:
         if isinstance(p, click.Option):
-            flags = ", ".join(f"`{o}`" for o in p.opts)
+            flags = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
             envvar = f"`{p.envvar}`" if isinstance(p.envvar, str) else ""
             help_text = (p.help or "").replace("|", "\\|")
             rows.append(f"| {flags} | {envvar} | {_default(p)} | {help_text} |")

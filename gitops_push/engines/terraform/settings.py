@@ -36,6 +36,7 @@ SETTINGS_KEYS = (
     "timeout",
     "parallelism",
     "lock_timeout",
+    "verify_after_apply",
 )
 
 _WORKSPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
@@ -56,6 +57,8 @@ class TerraformSettings:
     timeout: float | None = None  # per terraform command
     parallelism: int | None = None
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    # the post-apply plan refreshes every resource: minutes of API calls on a big stack
+    verify_after_apply: bool = True
 
 
 def parse_settings(section: Section) -> TerraformSettings:
@@ -79,6 +82,7 @@ def parse_settings(section: Section) -> TerraformSettings:
         timeout=timeout,
         parallelism=section.int("parallelism", None, minimum=1),
         lock_timeout=section.duration("lock_timeout", DEFAULT_LOCK_TIMEOUT) or 0.0,
+        verify_after_apply=section.bool("verify_after_apply", True),
     )
 
 
