@@ -93,7 +93,7 @@ def child_time(stderr: str) -> float:
 _SELF_CPU = """
 import resource, sys
 out, sys.argv = sys.argv[1], ["gitops-push", *sys.argv[2:]]
-from gitops_push.cli import run
+from gitops_push.cli.app import run
 try:
     code = run(sys.argv[1:])
 finally:

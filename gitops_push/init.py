@@ -10,10 +10,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gitops_push import changes
 from gitops_push import ci as ci_env
 from gitops_push import config as config_mod
-from gitops_push.discovery import resolve_stacks
+from gitops_push.detect import changes
+from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.errors import UserError
 from gitops_push.fsutil import atomic_write
 from gitops_push.git import Repo

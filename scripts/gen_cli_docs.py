@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from gitops_push.cli import cli
+from gitops_push.cli.app import cli
 
 BEGIN = "<!-- BEGIN GENERATED COMMANDS -->"
 END = "<!-- END GENERATED COMMANDS -->"

@@ -19,7 +19,7 @@ import pytest
 from conftest import GitRepo, git
 
 from gitops_push import audit
-from gitops_push.audit import SpoolUnwritable, Trail
+from gitops_push.audit.trail import SpoolUnwritable, Trail
 from gitops_push.config import AuditSettings
 from gitops_push.errors import AuditError, ExitCode, UserError
 from gitops_push.git import Repo
@@ -255,7 +255,7 @@ def test_invalid_record_file_is_reported(g: GitRepo, tmp_path: Path) -> None:
 WRITER = """
 import sys, time
 from pathlib import Path
-from gitops_push.audit import Trail, new_run_id
+from gitops_push.audit.trail import Trail, new_run_id
 from gitops_push.config import AuditSettings
 from gitops_push.git import Repo
 path, go, mode, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -411,7 +411,7 @@ def test_read_only_spool_directory_is_a_clear_error(g: GitRepo, tmp_path: Path) 
 FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
-from gitops_push.audit import Trail, SpoolUnwritable
+from gitops_push.audit.trail import Trail, SpoolUnwritable
 from gitops_push.config import AuditSettings
 from gitops_push.git import Repo
 trail = Trail(Repo(sys.argv[1]), AuditSettings(), spool_dir=sys.argv[2], sleep=lambda s: None)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE_FILES, GitRepo, git
 
-from gitops_push import changes, config
+from gitops_push import config
+from gitops_push.detect import changes
 from gitops_push.errors import GitError, ParseError
 from gitops_push.git import Repo
 

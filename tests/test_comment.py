@@ -22,9 +22,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gitops_push.cli import run
-from gitops_push.comment import LIMITS, fit, marker
+from gitops_push.cli.app import run
 from gitops_push.errors import ExitCode
+from gitops_push.run.comment import LIMITS, fit, marker
 
 TOKEN = "ghs_s3cr3t-token-value"
 PLAN = "<!-- gitops-push-plan -->"
@@ -280,7 +280,7 @@ def test_on_the_default_branch_the_pull_request_is_found_from_the_commit(api, tm
 
 def test_a_next_page_on_another_host_is_not_followed(api):
     """The token must never be sent to a host the Link header names."""
-    from gitops_push import comment as comment_mod
+    from gitops_push.run import comment as comment_mod
 
     client = comment_mod.Client(comment_mod.Target("github", api.url, "acme/infra", "7", TOKEN))
 

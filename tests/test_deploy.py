@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import GitRepo, git
 
-from gitops_push.cli import run
+from gitops_push.cli.app import run
 from gitops_push.errors import ExitCode
 
 pytestmark = pytest.mark.slow

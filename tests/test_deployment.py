@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from conftest import GitRepo, git
 
-from gitops_push.deployment import merge_log, summarize, summary_markdown
 from gitops_push.errors import ExitCode, UserError
+from gitops_push.run.deployment import merge_log, summarize, summary_markdown
 
 
 def rec(run_id: str, phase: str, stacks: list[tuple[str, str]], *, dep: str | None = "9",
@@ -206,7 +206,7 @@ def test_a_job_of_an_older_pipeline_never_rolls_a_stack_back(fleet, tmp_path):
 
 
 def test_summary_outside_ci_needs_a_deployment(make_repo, capsys):
-    from gitops_push.cli import run
+    from gitops_push.cli.app import run
 
     r = make_repo({"gitops-push.yaml": "version: 1\n"})
     assert run(["-C", str(r.path), "summary"]) == ExitCode.USAGE

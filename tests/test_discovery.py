@@ -8,7 +8,7 @@ import pytest
 from conftest import GitRepo
 
 from gitops_push import config
-from gitops_push.discovery import glob_match, resolve_stacks, stack_name
+from gitops_push.detect.discovery import glob_match, resolve_stacks, stack_name
 from gitops_push.errors import ConfigError
 from gitops_push.git import Repo
 

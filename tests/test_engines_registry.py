@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import GitRepo
 
-from gitops_push.cli import run
+from gitops_push.cli.app import run
 from gitops_push.engines import ENTRY_POINT_GROUP, names, registry, spec
 from gitops_push.errors import ExitCode, UserError
 

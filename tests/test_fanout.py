@@ -21,11 +21,11 @@ from conftest import GitRepo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gitops_push import fanout, fanout_gitlab
-from gitops_push.changes import ChangeSet, Range, StackChange, order
-from gitops_push.cli import run
+from gitops_push.cli.app import run
 from gitops_push.config import PhaseCredentials, Stack
+from gitops_push.detect.changes import ChangeSet, Range, StackChange, order
 from gitops_push.errors import ExitCode
+from gitops_push.run import fanout, fanout_gitlab
 
 TF = 'resource "terraform_data" "r" {\n  input = "1"\n}\n'
 
@@ -178,7 +178,7 @@ def test_github_output_without_github_output_is_a_usage_error(make_repo):
 
 # -- selection as the command ------------------------------------------------------------
 def _record(r: GitRepo, stacks: list[str], head: str) -> None:
-    from gitops_push.audit import Trail
+    from gitops_push.audit.trail import Trail
     from gitops_push.git import Repo
 
     Trail(Repo(r.path)).append({

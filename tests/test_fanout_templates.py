@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from test_templates import TEMPLATES, load_workflow, load_yaml, steps_using
 
-from gitops_push import fanout_gitlab
+from gitops_push.run import fanout_gitlab
 
 GITHUB = "gitops-push-apply-fan-out.yml"
 PARENT = TEMPLATES / "gitlab" / "gitops-push-fan-out.gitlab-ci.yml"

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gitops_push import output
-from gitops_push.cli import run
+from gitops_push.cli.app import run
 from gitops_push.errors import DOCUMENTED_EXIT_CODES, ExitCode
-from gitops_push.runner import StackOutcome
+from gitops_push.run.waves import StackOutcome
 
 TF = 'resource "terraform_data" "r" {\n  input = "1"\n}\n'
 
@@ -164,7 +164,7 @@ HOSTILE = "web|`x`<img src=x onerror=alert(1)>[link](http://evil)**b**\n# h1"
 
 
 def test_markdown_summaries_escape_hostile_names() -> None:
-    from gitops_push.workflow import RunReport
+    from gitops_push.run.plan import RunReport
 
     report = RunReport("plan", "run-1", "a" * 40, None, "all", outcomes=[
         StackOutcome(name=HOSTILE, type="terraform", path=HOSTILE, wave=1, status="changed",
@@ -239,7 +239,7 @@ def test_any_config_text_is_parsed_or_refused_with_a_location(text: str) -> None
 @given(text=st.text(alphabet=st.sampled_from(list('module"{}()=#/*<-EOF\n $abc.')),
                     max_size=200))
 def test_any_hcl_fragment_is_scanned_or_refused_naming_the_file(text: str) -> None:
-    from gitops_push import hcl
+    from gitops_push.engines.terraform import hcl
     from gitops_push.errors import ParseError
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitops_push import hcl
+from gitops_push.engines.terraform import hcl
 from gitops_push.errors import ParseError
 
 SAMPLE = '''

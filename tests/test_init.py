@@ -15,7 +15,7 @@ from conftest import GitRepo
 
 from gitops_push import config
 from gitops_push import init as init_mod
-from gitops_push.cli import run
+from gitops_push.cli.app import run
 from gitops_push.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -284,7 +284,7 @@ def cli(g: GitRepo, *args: str) -> tuple[int, dict]:
     import contextlib
     import io
 
-    from gitops_push.cli import run
+    from gitops_push.cli.app import run
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):

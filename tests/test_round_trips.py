@@ -20,11 +20,10 @@ import pytest
 from conftest import GitRepo, git
 from test_deploy import audit_records, config, gp, gp_proc, results, tf
 
-from gitops_push.audit import Trail
+from gitops_push.audit.trail import Trail
 from gitops_push.errors import ExitCode
 from gitops_push.git import Repo
-from gitops_push.lock import LockSet, lock_ref
-from gitops_push.lock_batch import RunGate, RunLocks
+from gitops_push.lock import LockSet, RunGate, RunLocks, lock_ref
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from _remote import FakeRemote
@@ -125,7 +124,7 @@ def test_a_custom_ssh_command_is_probed_once_per_run_not_per_connection(
 
 
 def test_ssh_hosts_of_remote_urls() -> None:
-    from gitops_push.git import _ssh_host
+    from gitops_push.git.repo import _ssh_host
 
     assert _ssh_host("ssh://git@example.com:2222/acme/infra.git") == "example.com"
     assert _ssh_host("ssh://[::1]/repo") == "::1"

@@ -10,10 +10,10 @@ import pytest
 from conftest import EXAMPLE_FILES, GitRepo
 from test_changes import detect, summary
 
-from gitops_push import refs
+from gitops_push.detect import inputs as refs
+from gitops_push.engines.terraform.scan_cache import ScanCache
 from gitops_push.errors import ParseError
 from gitops_push.git import Repo
-from gitops_push.scan_cache import ScanCache
 
 
 def cache_file(r: GitRepo) -> dict:

@@ -27,7 +27,7 @@ import yaml
 from conftest import GitRepo
 from fixtures_kube import KubeCluster
 
-from gitops_push.audit_record import RUNNER_REDACTION
+from gitops_push.audit.record import RUNNER_REDACTION
 
 TF_SECRET = "tf-Sup3r-Secret-Passw0rd"
 K8S_SECRET = "k8s-Very-Secret-Api-Key"

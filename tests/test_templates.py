@@ -941,7 +941,7 @@ def test_action_allowed_exit_codes_keep_the_step_green(run_action):
 
 
 def cli_commands() -> list[str]:
-    from gitops_push.cli import cli
+    from gitops_push.cli.app import cli
 
     return sorted(cli.commands)
 

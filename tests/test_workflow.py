@@ -12,8 +12,8 @@ import pytest
 from conftest import GitRepo
 
 from gitops_push import config
-from gitops_push.cli import run
-from gitops_push.workflow import phase_env, phase_secrets
+from gitops_push.cli.app import run
+from gitops_push.run.plan import phase_env, phase_secrets
 
 CREDS = """version: 1
 stacks:
@@ -106,9 +106,9 @@ def test_a_huge_yaml_file_is_refused_naming_it() -> None:
 
 # -- CPU sharing between stacks that run at once --------------------------------------------
 def test_run_width_is_the_widest_wave_capped_by_parallel() -> None:
-    from gitops_push.changes import StackChange
     from gitops_push.config import Stack
-    from gitops_push.runner import run_width
+    from gitops_push.detect.changes import StackChange
+    from gitops_push.run.waves import run_width
 
     def change(name: str, wave: int) -> StackChange:
         return StackChange(Stack(name, name, "terraform"), "changed", wave=wave)
@@ -124,7 +124,7 @@ def test_go_tools_share_the_cpus_only_when_stacks_run_at_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from gitops_push.runner import go_threads
+    from gitops_push.run.waves import go_threads
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert go_threads(1, {}) == {}  # one stack at a time: no limit

@@ -19,8 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from gitops_push.audit_record import CHAIN_FIELDS, HEX_RE, digest, parse_time, record_time
-from gitops_push.audit_results import Deployment, StoredRecord
+from gitops_push.audit.record import CHAIN_FIELDS, HEX_RE, digest, parse_time, record_time
+from gitops_push.audit.results import Deployment, StoredRecord
 from gitops_push.ci import ENV_SPOOL_DIR
 from gitops_push.config import AuditSettings
 from gitops_push.errors import ConfigError, ToolError, UserError

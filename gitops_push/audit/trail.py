@@ -33,8 +33,8 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
-from gitops_push.audit_reader import MAX_ATTEMPTS, MODES, Fetch, Snapshot, TrailReader
-from gitops_push.audit_record import (
+from gitops_push.audit.reader import MAX_ATTEMPTS, MODES, Fetch, Snapshot, TrailReader
+from gitops_push.audit.record import (
     CHAIN_FIELDS,
     HEX_RE,
     MIN_SECRET_LEN,
@@ -49,7 +49,7 @@ from gitops_push.audit_record import (
     record_time,
     scrub,
 )
-from gitops_push.audit_results import (
+from gitops_push.audit.results import (
     AppendResult,
     Deployment,
     Problem,
@@ -57,7 +57,7 @@ from gitops_push.audit_results import (
     TrailStatus,
     VerifyResult,
 )
-from gitops_push.audit_verify import check_chain, check_history, check_rewrite
+from gitops_push.audit.verify import check_chain, check_history, check_rewrite
 from gitops_push.ci import ENV_SPOOL_DIR
 from gitops_push.errors import AuditError, GitopsPushError
 from gitops_push.fsutil import atomic_write

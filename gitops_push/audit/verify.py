@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from gitops_push.audit_reader import Fetch, Snapshot
-from gitops_push.audit_results import Problem, StoredRecord
+from gitops_push.audit.reader import Fetch, Snapshot
+from gitops_push.audit.results import Problem, StoredRecord
 from gitops_push.errors import ToolError
 from gitops_push.git import Repo
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from gitops_push import __version__
-from gitops_push.cli_params import duration, refuse_empty_values, usage_envelope
+from gitops_push.cli.options import duration, refuse_empty_values, usage_envelope
 from gitops_push.errors import DOCUMENTED_EXIT_CODES, ExitCode, GitopsPushError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,8 +120,8 @@ def changed(state: State, base: str | None, head: str | None, all_stacks: bool,
       gitops-push changed --base origin/main --output json
       gitops-push changed --base v1.2.0 --head HEAD~1
     """
-    from gitops_push import changes
     from gitops_push import output as out
+    from gitops_push.detect import changes
 
     state.output, state.command = output, "changed"
     repo, config = _open(state)
@@ -215,7 +215,7 @@ def lint(ctx: click.Context, base: str | None, head: str | None, all_stacks: boo
       gitops-push lint
       gitops-push lint --all --output json
     """
-    from gitops_push import workflow
+    from gitops_push.run import plan as workflow
 
     state: State = ctx.obj
     state.output, state.command = output, "lint"
@@ -245,7 +245,7 @@ def plan(ctx: click.Context, base: str | None, head: str | None, all_stacks: boo
       gitops-push plan --plan-dir plans --summary-md plan.md
       gitops-push plan --stack network --detailed-exitcode
     """
-    from gitops_push import workflow
+    from gitops_push.run import plan as workflow
 
     state: State = ctx.obj
     state.output, state.command = output, "plan"
@@ -297,7 +297,8 @@ def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[
       gitops-push apply --plan-dir plans            # exactly the plans saved earlier
       gitops-push apply --stack web --lock-timeout 30m
     """
-    from gitops_push import deploy, workflow
+    from gitops_push.run import apply as deploy
+    from gitops_push.run import plan as workflow
 
     state: State = ctx.obj
     state.output, state.command = output, "apply"
@@ -333,7 +334,8 @@ def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bo
       gitops-push drift --stack web --output json
       gitops-push drift --fix                       # restore git's state
     """
-    from gitops_push import deploy, workflow
+    from gitops_push.run import apply as deploy
+    from gitops_push.run import plan as workflow
 
     state: State = ctx.obj
     state.output, state.command = output, "drift"
@@ -371,8 +373,8 @@ def rollback(ctx: click.Context, to: str, dry_run: bool, stacks: tuple[str, ...]
       gitops-push rollback --to 3f2c1ab --dry-run
       gitops-push rollback --to 20261126T101500Z-a1b2c3   # an audit run id
     """
-    from gitops_push import rollback as rollback_mod
-    from gitops_push import workflow
+    from gitops_push.run import plan as workflow
+    from gitops_push.run import rollback as rollback_mod
 
     state: State = ctx.obj
     state.output, state.command = output, "rollback"
@@ -411,7 +413,7 @@ def audit_log(state: State, stack: str | None, since: str | None, output: str) -
     repo, config = _open(state)
     entries = audit_mod.Trail(repo, config.audit, environ=os.environ).log(stack=stack,
                                                                           since=since)
-    from gitops_push.deployment import merge_log
+    from gitops_push.run.deployment import merge_log
 
     entries = merge_log(entries)  # the jobs of one fan-out are one deployment
     if output == "json":
@@ -458,7 +460,7 @@ def status(state: State, output: str) -> None:
       gitops-push status
     """
     from gitops_push import output as out
-    from gitops_push import status as status_mod
+    from gitops_push.run import status as status_mod
 
     state.output, state.command = output, "status"
     repo, config = _open(state)
@@ -537,7 +539,7 @@ def _check_stack_exists(state: State, stack: str) -> None:
     """``locks break`` of a stack that holds no lock: fine if the stack exists (nothing
     to do), a usage error if no such stack exists at HEAD (a typo must not look like
     success). A lock of a stack removed since is still broken above, before this."""
-    from gitops_push.discovery import resolve_stacks
+    from gitops_push.detect.discovery import resolve_stacks
     from gitops_push.errors import UserError
 
     repo, config = _open(state)
@@ -616,7 +618,7 @@ def templates_show(name: str) -> None:
     click.echo(init_mod.read_template(name), nl=False)
 
 
-from gitops_push import cli_scale  # noqa: E402  # fan-out, summary, comment (issue 15)
+from gitops_push.cli import scale as cli_scale  # noqa: E402  # fan-out, summary, comment (issue 15)
 
 cli_scale.register(cli)
 

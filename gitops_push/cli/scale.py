@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from gitops_push.cli import State, _flags, _open, _stacks, env, output_option
+from gitops_push.cli.app import State, _flags, _open, _stacks, env, output_option
 
 PLATFORMS = click.Choice(["github", "gitlab"])
 
@@ -52,9 +52,10 @@ def fan_out(ctx: click.Context, platform: str, command: str, max_jobs: int, max_
       gitops-push fan-out --platform github --for apply --max-waves 6 --github-output
       gitops-push fan-out --platform github --for drift --max-jobs 20
     """
-    from gitops_push import fanout, workflow
     from gitops_push import output as out
     from gitops_push.ci import github_output_path
+    from gitops_push.run import fanout
+    from gitops_push.run import plan as workflow
 
     state: State = ctx.obj
     state.command = "fan-out"
@@ -79,7 +80,7 @@ def fan_out(ctx: click.Context, platform: str, command: str, max_jobs: int, max_
                 for k, v in fanout.github_outputs(plan, levels).items():
                     fh.write(f"{k}={v}\n")
     else:
-        from gitops_push.fanout_gitlab import gitlab_yaml
+        from gitops_push.run.fanout_gitlab import gitlab_yaml
 
         text = gitlab_yaml(plan, include=includes)
     if out_file is not None:
@@ -111,11 +112,11 @@ def summary(state: State, deployment: str | None, summary_md: Path | None,
       gitops-push summary --deployment "$CI_PIPELINE_ID" --summary-md summary.md
     """
     from gitops_push import audit as audit_mod
-    from gitops_push import deployment as dep
     from gitops_push import output as out
     from gitops_push.ci import deployment_id, step_summary_path
     from gitops_push.errors import UserError
     from gitops_push.fsutil import atomic_write
+    from gitops_push.run import deployment as dep
 
     state.output, state.command = output, "summary"
     wanted = deployment or deployment_id(os.environ)
@@ -169,10 +170,10 @@ def comment(state: State, platform: str, body_file: Path, marker: str, number: s
       gitops-push comment --platform github --body-file gitops-push-summary.md
       gitops-push comment --platform gitlab --body-file summary.md --marker apply
     """
-    from gitops_push import comment as comment_mod
     from gitops_push import output as out
     from gitops_push.ci import review_context
     from gitops_push.errors import UserError
+    from gitops_push.run import comment as comment_mod
 
     state.output, state.command = output, "comment"
     ctx = review_context(platform, os.environ)

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 
 from gitops_push import ci as ci_env
 from gitops_push.config import Config, Stack, normalize_path
-from gitops_push.discovery import glob_match, resolve_stacks
+from gitops_push.detect.discovery import glob_match, resolve_stacks
+from gitops_push.detect.inputs import Input, RefIndex
 from gitops_push.errors import ConfigError, GitError, UserError
 from gitops_push.git import SHA_RE, FileChange, Repo
-from gitops_push.refs import Input, RefIndex
 
 MAX_FILES_SHOWN = 50
 

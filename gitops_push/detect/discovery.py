@@ -15,9 +15,9 @@ from functools import cache
 from typing import Any
 
 from gitops_push.config import Config, Stack, check_graph
+from gitops_push.detect.inputs import RefIndex
 from gitops_push.errors import ConfigError
 from gitops_push.git import Repo, Tree, resolve_in_tree
-from gitops_push.refs import RefIndex
 
 SKIP_DIRS = frozenset({".terraform", "node_modules", "vendor", "third_party", "__pycache__"})
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")

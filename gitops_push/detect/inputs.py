@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitops_push import hcl, kustomize
+from gitops_push.engines.kubernetes import kustomize
+from gitops_push.engines.terraform import hcl
+from gitops_push.engines.terraform.scan_cache import ScanCache
 from gitops_push.errors import ParseError
 from gitops_push.git import Repo, Tree, resolve_in_tree
-from gitops_push.scan_cache import ScanCache
 
 # a module block or a file()-style call: the only constructs that reference other paths
 _TF_CANDIDATE = r"module|file[a-z0-9]*[[:space:]]*\("

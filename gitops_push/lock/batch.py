@@ -45,10 +45,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from gitops_push.audit import AppendResult, PendingRecord, Trail
+from gitops_push.audit.trail import AppendResult, PendingRecord, Trail
 from gitops_push.errors import LockError
 from gitops_push.git import push
-from gitops_push.lock import Acquired, LockInfo, LockSet
+from gitops_push.lock.set import LockSet
+from gitops_push.lock.store import Acquired, LockInfo
 
 MAX_ROUNDS = 30  # lost races in a row (other runs' records and locks) before falling back
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gitops_push.audit_results import VerifyResult
-    from gitops_push.changes import ChangeSet
+    from gitops_push.audit.results import VerifyResult
+    from gitops_push.detect.changes import ChangeSet
     from gitops_push.errors import GitopsPushError
-    from gitops_push.runner import StackOutcome
-    from gitops_push.workflow import RunReport
+    from gitops_push.run.plan import RunReport
+    from gitops_push.run.waves import StackOutcome
 
 SCHEMA_VERSION = 1
 

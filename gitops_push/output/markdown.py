@@ -10,8 +10,8 @@ from gitops_push.output.console import visible
 from gitops_push.output.envelope import counts_data
 
 if TYPE_CHECKING:
-    from gitops_push.runner import StackOutcome
-    from gitops_push.workflow import RunReport
+    from gitops_push.run.plan import RunReport
+    from gitops_push.run.waves import StackOutcome
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 

@@ -9,10 +9,10 @@ from gitops_push.output.console import err_console, out_console, visible
 from gitops_push.output.envelope import counts_data, verify_data
 
 if TYPE_CHECKING:
-    from gitops_push.audit_results import VerifyResult
-    from gitops_push.changes import ChangeSet
+    from gitops_push.audit.results import VerifyResult
+    from gitops_push.detect.changes import ChangeSet
     from gitops_push.init import InitResult
-    from gitops_push.workflow import RunReport
+    from gitops_push.run.plan import RunReport
 
 def reason_text(reasons: Sequence[Any], note: str, limit: int = 3) -> str:
     parts = [str(r) for r in reasons[:limit]]

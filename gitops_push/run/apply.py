@@ -15,25 +15,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from gitops_push import __version__, audit, changes, engines, plans
+from gitops_push import __version__, audit, engines
 from gitops_push import ci as ci_env
-from gitops_push.changes import ChangeSet, Range, StackChange
 from gitops_push.config import Config, Stack
-from gitops_push.discovery import resolve_stacks
+from gitops_push.detect import changes
+from gitops_push.detect.changes import ChangeSet, Range, StackChange
+from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.errors import AuditError, ExitCode, GitopsPushError, UserError
 from gitops_push.git import Repo
-from gitops_push.lock import LockSet, active_run_ids
-from gitops_push.lock_batch import RunGate, RunLocks
-from gitops_push.runner import (
-    Reporter,
-    StackOutcome,
-    Task,
-    base_outcome,
-    default_parallel,
-    run_waves,
-    run_width,
-)
-from gitops_push.workflow import (
+from gitops_push.lock import LockSet, RunGate, RunLocks, active_run_ids
+from gitops_push.run import saved_plans as plans
+from gitops_push.run.plan import (
     RunOptions,
     RunReport,
     Session,
@@ -50,6 +42,15 @@ from gitops_push.workflow import (
     prefetch_tools,
     select,
     select_for_apply,
+)
+from gitops_push.run.waves import (
+    Reporter,
+    StackOutcome,
+    Task,
+    base_outcome,
+    default_parallel,
+    run_waves,
+    run_width,
 )
 
 T = TypeVar("T")

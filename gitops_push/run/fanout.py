@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gitops_push.changes import ChangeSet, StackChange
 from gitops_push.config import Config, Stack
+from gitops_push.detect.changes import ChangeSet, StackChange
 from gitops_push.errors import UserError
 from gitops_push.git import Repo
 
@@ -67,10 +67,10 @@ class FanOut:
 def select(repo: Repo, config: Config, command: str, opts: Any, environ: Mapping[str, str]
            ) -> tuple[ChangeSet, list[str]]:
     """The stacks ``command`` would run with these options, and the selection's warnings."""
-    from gitops_push import workflow
+    from gitops_push.run import plan as workflow
 
     if command == "apply":
-        from gitops_push.audit import Trail
+        from gitops_push.audit.trail import Trail
 
         records = Trail(repo, config.audit, environ=environ).records()
         cs, _stale, warnings = workflow.select_for_apply(repo, config, opts, environ, records)

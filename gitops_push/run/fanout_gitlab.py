@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from gitops_push.fanout import FanOut
+from gitops_push.run.fanout import FanOut
 
 GITLAB_JOB_NAME_MAX = 255
 GITLAB_NEEDS_MAX = 50  # GitLab's default limit of `needs:` per job (ci_dag_limit_needs)

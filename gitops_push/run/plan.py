@@ -16,15 +16,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gitops_push import changes, engines, plans, proc
 from gitops_push import ci as ci_env
-from gitops_push.changes import ChangeSet, Range, StackChange
+from gitops_push import engines, proc
 from gitops_push.config import Config, Stack
-from gitops_push.discovery import resolve_stacks
+from gitops_push.detect import changes
+from gitops_push.detect.changes import ChangeSet, Range, StackChange
+from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.engines.base import Engine, EngineContext, PlanResult
 from gitops_push.errors import ExitCode, UserError
 from gitops_push.git import Repo
-from gitops_push.runner import (
+from gitops_push.run import saved_plans as plans
+from gitops_push.run.waves import (
     NullReporter,
     Reporter,
     StackOutcome,
@@ -479,7 +481,7 @@ def _plan_message(plan: PlanResult) -> str:
 def new_session(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
                 reporter: Reporter | None, cancel: threading.Event | None, head: str,
                 work_root: Path) -> Session:
-    from gitops_push.audit import new_run_id
+    from gitops_push.audit.trail import new_run_id
 
     run_id = environ.get(ci_env.ENV_RUN_ID) or new_run_id()
     return Session(repo=repo, config=config, environ=environ, options=opts,
@@ -499,7 +501,7 @@ def plan_selection(repo: Repo, config: Config, opts: RunOptions, environ: Mappin
         is_mr = ctx.base_kind == "pr-base"
         current = repo.current_branch() or ctx.branch  # CI runners often detach HEAD
         if default is not None and not is_mr and current == default:
-            from gitops_push.audit import Trail
+            from gitops_push.audit.trail import Trail
 
             records = Trail(repo, config.audit, environ=environ).records()
             return select_for_apply(repo, config, opts, environ, records)

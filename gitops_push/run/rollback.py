@@ -22,15 +22,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gitops_push import changes, deploy, workflow
-from gitops_push.changes import ChangeSet, Range, stack_inputs
 from gitops_push.config import Config
-from gitops_push.discovery import resolve_stacks
+from gitops_push.detect import changes
+from gitops_push.detect.changes import ChangeSet, Range, stack_inputs
+from gitops_push.detect.discovery import resolve_stacks
+from gitops_push.detect.inputs import RefIndex
 from gitops_push.errors import GitError, UserError
 from gitops_push.git import Repo
-from gitops_push.refs import RefIndex
-from gitops_push.runner import Reporter
-from gitops_push.workflow import RunOptions, RunReport
+from gitops_push.run import apply as deploy
+from gitops_push.run import plan as workflow
+from gitops_push.run.plan import RunOptions, RunReport
+from gitops_push.run.waves import Reporter
 
 SUBJECT_NAMES = 5  # stacks named in the commit subject; the body lists every one
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from gitops_push import __version__
-from gitops_push.changes import stack_inputs
 from gitops_push.config import Stack
-from gitops_push.discovery import glob_match
+from gitops_push.detect.changes import stack_inputs
+from gitops_push.detect.discovery import glob_match
+from gitops_push.detect.inputs import RefIndex
 from gitops_push.errors import GitopsPushError, UserError
 from gitops_push.fsutil import atomic_write
 from gitops_push.git import Repo
-from gitops_push.refs import RefIndex
 
 METADATA = "gitops-push-plan.json"
 SCHEMA_VERSION = 1

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gitops_push import audit, changes
-from gitops_push.changes import Range
+from gitops_push import audit
 from gitops_push.config import Config
-from gitops_push.discovery import resolve_stacks
+from gitops_push.detect import changes
+from gitops_push.detect.changes import Range
+from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.git import Repo
-from gitops_push.workflow import last_deployments
+from gitops_push.run.plan import last_deployments
 
 
 def status(repo: Repo, config: Config, environ: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from gitops_push.changes import StackChange
+from gitops_push.detect.changes import StackChange
 from gitops_push.engines.base import ApplyResult, DriftResult, LintResult, PlanResult
 from gitops_push.errors import GitopsPushError, ToolError
 

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gitops_push import hcl
+from gitops_push.engines.terraform import hcl
 from gitops_push.errors import GitopsPushError
 from gitops_push.fsutil import atomic_write
 

@@ -1,0 +1,38 @@
+"""git, the only place it runs: ``repo.py`` answers questions (trees, diffs, commits,
+refs) and ``plumbing.py`` writes (objects, commits without a worktree, leased and atomic
+pushes, exact fetches, ls-remote). Nothing outside this package starts git."""
+
+from __future__ import annotations
+
+from gitops_push.git.plumbing import (
+    PushResult,
+    commit_tree,
+    fetch_refspecs,
+    hash_object,
+    ident_env,
+    ls_remote,
+    push,
+    rev,
+    tree_with_file,
+    zero_oid,
+)
+from gitops_push.git.repo import (
+    MAX_REF_LEN,
+    NETWORK_TIMEOUT,
+    SHA_RE,
+    ZERO_SHA,
+    Entry,
+    FileChange,
+    Repo,
+    Tree,
+    check_ref_syntax,
+    parse_name_status,
+    resolve_in_tree,
+)
+
+__all__ = [
+    "MAX_REF_LEN", "NETWORK_TIMEOUT", "SHA_RE", "ZERO_SHA", "Entry", "FileChange", "PushResult",
+    "Repo", "Tree", "check_ref_syntax", "commit_tree", "fetch_refspecs", "hash_object",
+    "ident_env", "ls_remote", "parse_name_status", "push", "resolve_in_tree", "rev",
+    "tree_with_file", "zero_oid",
+]

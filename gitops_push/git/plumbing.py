@@ -1,0 +1,123 @@
+"""Writing to git: objects, commits built without a worktree, leased and atomic pushes,
+fetches of exact refspecs and ls-remote. Queries live in repo.py.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitops_push.errors import ToolError
+from gitops_push.git.repo import NETWORK_TIMEOUT, Repo
+
+
+def zero_oid(like: str) -> str:
+    """The all-zero object id of the repository's hash length ("ref must not exist")."""
+    return "0" * len(like)
+
+
+def ident_env(repo: Repo) -> dict[str, str]:
+    """repo.env, plus a ``gitops-push`` identity when git has none (bare CI images)."""
+    return dict(repo.commit_env)
+
+
+def hash_object(repo: Repo, data: bytes) -> str:
+    return repo.run("hash-object", "-w", "--stdin", input=data).stdout.strip()
+
+
+def commit_tree(repo: Repo, tree: str, parents: Sequence[str], message: str,
+                env: Mapping[str, str] | None = None) -> str:
+    """A commit object (not on any ref); ``env`` defaults to ``ident_env(repo)``."""
+    args = ["commit-tree", tree]
+    for p in parents:
+        args += ["-p", p]
+    return repo.run(*args, "-F", "-", input=message.encode(),
+                    env=env if env is not None else ident_env(repo)).stdout.strip()
+
+
+def tree_with_file(repo: Repo, base: str | None, path: str, blob: str) -> str:
+    """``base``'s tree plus one file, built in a throwaway index (never the real one)."""
+    with tempfile.TemporaryDirectory(prefix="gitops-push-index-") as tmp:
+        env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        repo.run("read-tree", *([base] if base else ["--empty"]), env=env)
+        repo.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        return repo.run("write-tree", env=env).stdout.strip()
+
+
+def rev(repo: Repo, ref: str) -> str | None:
+    res = repo.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+# A lost race, not a refusal: the client saw the ref moved, or the server lost a ref-lock
+# race to a concurrent push ("cannot lock ref ... reference already exists / but expected").
+_RACE_MARKERS = ("stale info", "fetch first", "non-fast-forward", "already exists",
+                 "cannot lock ref", "but expected")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    ok: bool
+    kind: str  # ok | stale (lease failed / not a fast-forward) | rejected (by origin) | error
+    detail: str
+    refs: Mapping[str, str] = field(default_factory=dict)  # refused ref -> git's summary
+
+    @property
+    def stale_refs(self) -> set[str]:
+        """Refs refused because they moved (a lost race), not those an atomic push
+        dropped along with them (``atomic push failed``)."""
+        return {ref for ref, why in self.refs.items() if any(k in why for k in _RACE_MARKERS)}
+
+
+def push(repo: Repo, remote: str, refspecs: Sequence[str], *, leases: Sequence[str] = (),
+         atomic: bool = False, timeout: float = NETWORK_TIMEOUT) -> PushResult:
+    """``git push --porcelain``, classified. Local pre-push hooks are skipped
+    (``--no-verify``): these are machine refs, not code."""
+    args = ["push", "--porcelain", "--no-verify", *(["--atomic"] if atomic else [])]
+    args += [f"--force-with-lease={lease}" for lease in leases]
+    try:
+        res = repo.run(*args, remote, *refspecs, check=False, timeout=timeout)
+    except ToolError as exc:  # timed out, or git missing
+        return PushResult(False, "error", exc.message)
+    refused = {line.split("\t")[1].rpartition(":")[2]: line.split("\t")[2]
+               for line in res.stdout.splitlines() if line.count("\t") >= 2 and line[:1] == "!"}
+    summaries = list(refused.values())
+    if res.returncode == 0:
+        return PushResult(True, "ok", "")
+    text = "; ".join(summaries) or res.tail or f"git push exited {res.returncode}"
+    full = f"{text}\n{res.stderr.strip()}" if res.stderr.strip() else text
+    if "hook declined" in text:
+        return PushResult(False, "rejected", full, refused)
+    if any(k in full for k in _RACE_MARKERS):
+        return PushResult(False, "stale", full, refused)
+    return PushResult(False, "rejected" if "remote rejected" in text else "error", full, refused)
+
+
+def fetch_refspecs(repo: Repo, remote: str, refspecs: Sequence[str], *, prune: bool = False,
+                   timeout: float = NETWORK_TIMEOUT) -> tuple[bool, str]:
+    """One ``git fetch`` of several refspecs (one connection); (ok, git's error)."""
+    args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+            *(["--prune"] if prune else []), remote, *refspecs]
+    try:
+        res = repo.run(*args, check=False, timeout=timeout)
+    except ToolError as exc:
+        return False, exc.message
+    return res.returncode == 0, res.tail or f"git fetch exited {res.returncode}"
+
+
+def ls_remote(repo: Repo, remote: str, pattern: str, *, timeout: float = NETWORK_TIMEOUT
+              ) -> dict[str, str] | None:
+    """ref -> sha on ``remote`` for refs matching ``pattern``; None if it cannot be read."""
+    try:
+        res = repo.run("ls-remote", remote, pattern, check=False, timeout=timeout)
+    except ToolError:
+        return None
+    if res.returncode != 0:
+        return None
+    out: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        out[ref.strip()] = sha.strip()
+    return out
