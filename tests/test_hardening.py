@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from gitops_push import output
 from gitops_push.cli.app import run
 from gitops_push.errors import DOCUMENTED_EXIT_CODES, ExitCode
-from gitops_push.run.waves import StackOutcome
+from gitops_push.run.model import StackOutcome
 
 TF = 'resource "terraform_data" "r" {\n  input = "1"\n}\n'
 
@@ -164,7 +164,7 @@ HOSTILE = "web|`x`<img src=x onerror=alert(1)>[link](http://evil)**b**\n# h1"
 
 
 def test_markdown_summaries_escape_hostile_names() -> None:
-    from gitops_push.run.plan import RunReport
+    from gitops_push.run.model import RunReport
 
     report = RunReport("plan", "run-1", "a" * 40, None, "all", outcomes=[
         StackOutcome(name=HOSTILE, type="terraform", path=HOSTILE, wave=1, status="changed",

@@ -13,7 +13,7 @@ from conftest import GitRepo
 
 from gitops_push import config
 from gitops_push.cli.app import run
-from gitops_push.run.plan import phase_env, phase_secrets
+from gitops_push.run.context import phase_env, phase_secrets
 
 CREDS = """version: 1
 stacks:

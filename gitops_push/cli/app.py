@@ -215,12 +215,13 @@ def lint(ctx: click.Context, base: str | None, head: str | None, all_stacks: boo
       gitops-push lint
       gitops-push lint --all --output json
     """
+    from gitops_push.run import model as model_mod
     from gitops_push.run import plan as workflow
 
     state: State = ctx.obj
     state.output, state.command = output, "lint"
     repo, config = _open(state)
-    opts = workflow.RunOptions("lint", base=base, head=head, all_stacks=all_stacks,
+    opts = model_mod.RunOptions("lint", base=base, head=head, all_stacks=all_stacks,
                                stacks=_stacks(stacks), parallel=parallel, flags=_flags(ctx))
     _execute(state, workflow.lint, output, summary_md, repo, config, opts)
 
@@ -245,12 +246,13 @@ def plan(ctx: click.Context, base: str | None, head: str | None, all_stacks: boo
       gitops-push plan --plan-dir plans --summary-md plan.md
       gitops-push plan --stack network --detailed-exitcode
     """
+    from gitops_push.run import model as model_mod
     from gitops_push.run import plan as workflow
 
     state: State = ctx.obj
     state.output, state.command = output, "plan"
     repo, config = _open(state)
-    opts = workflow.RunOptions("plan", base=base, head=head, all_stacks=all_stacks,
+    opts = model_mod.RunOptions("plan", base=base, head=head, all_stacks=all_stacks,
                                stacks=_stacks(stacks), plan_dir=plan_dir, parallel=parallel,
                                detailed_exitcode=detailed_exitcode, flags=_flags(ctx))
     _execute(state, workflow.plan, output, summary_md, repo, config, opts)
@@ -298,12 +300,12 @@ def apply(ctx: click.Context, base: str | None, all_stacks: bool, stacks: tuple[
       gitops-push apply --stack web --lock-timeout 30m
     """
     from gitops_push.run import apply as deploy
-    from gitops_push.run import plan as workflow
+    from gitops_push.run import model as model_mod
 
     state: State = ctx.obj
     state.output, state.command = output, "apply"
     repo, config = _open(state)
-    opts = workflow.RunOptions("apply", base=base, all_stacks=all_stacks, stacks=_stacks(stacks),
+    opts = model_mod.RunOptions("apply", base=base, all_stacks=all_stacks, stacks=_stacks(stacks),
                                plan_dir=plan_dir, parallel=parallel, allow_branch=allow_branch,
                                allow_destroy=allow_destroy, force_conflicts=force_conflicts,
                                lock_timeout=lock_timeout,
@@ -334,18 +336,18 @@ def drift(ctx: click.Context, all_stacks: bool, stacks: tuple[str, ...], fix: bo
       gitops-push drift --stack web --output json
       gitops-push drift --fix                       # restore git's state
     """
-    from gitops_push.run import apply as deploy
-    from gitops_push.run import plan as workflow
+    from gitops_push.run import drift as drift_mod
+    from gitops_push.run import model as model_mod
 
     state: State = ctx.obj
     state.output, state.command = output, "drift"
     repo, config = _open(state)
-    opts = workflow.RunOptions("drift", all_stacks=True, stacks=_stacks(stacks), fix=fix,
+    opts = model_mod.RunOptions("drift", all_stacks=True, stacks=_stacks(stacks), fix=fix,
                                record=record, parallel=parallel, allow_branch=allow_branch,
                                allow_destroy=allow_destroy, force_conflicts=force_conflicts,
                                lock_timeout=lock_timeout,
                                lock_ttl=lock_ttl, flags=_flags(ctx))
-    _execute(state, deploy.drift, output, summary_md, repo, config, opts)
+    _execute(state, drift_mod.drift, output, summary_md, repo, config, opts)
 
 
 @cli.command()
@@ -373,13 +375,13 @@ def rollback(ctx: click.Context, to: str, dry_run: bool, stacks: tuple[str, ...]
       gitops-push rollback --to 3f2c1ab --dry-run
       gitops-push rollback --to 20261126T101500Z-a1b2c3   # an audit run id
     """
-    from gitops_push.run import plan as workflow
+    from gitops_push.run import model as model_mod
     from gitops_push.run import rollback as rollback_mod
 
     state: State = ctx.obj
     state.output, state.command = output, "rollback"
     repo, config = _open(state)
-    opts = workflow.RunOptions("rollback", stacks=_stacks(stacks), parallel=parallel,
+    opts = model_mod.RunOptions("rollback", stacks=_stacks(stacks), parallel=parallel,
                                allow_branch=allow_branch, allow_destroy=allow_destroy,
                                force_conflicts=force_conflicts,
                                lock_timeout=lock_timeout,

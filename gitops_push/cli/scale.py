@@ -55,12 +55,12 @@ def fan_out(ctx: click.Context, platform: str, command: str, max_jobs: int, max_
     from gitops_push import output as out
     from gitops_push.ci import github_output_path
     from gitops_push.run import fanout
-    from gitops_push.run import plan as workflow
+    from gitops_push.run import model as model_mod
 
     state: State = ctx.obj
     state.command = "fan-out"
     repo, config = _open(state)
-    opts = workflow.RunOptions(command, base=base, all_stacks=all_stacks,
+    opts = model_mod.RunOptions(command, base=base, all_stacks=all_stacks,
                                stacks=_stacks(stacks), allow_destroy=allow_destroy,
                                flags=_flags(ctx))
     plan = fanout.fan_out(repo, config, command, opts, os.environ, max_jobs=max_jobs,

@@ -11,8 +11,7 @@ if TYPE_CHECKING:
     from gitops_push.audit.results import VerifyResult
     from gitops_push.detect.changes import ChangeSet
     from gitops_push.errors import GitopsPushError
-    from gitops_push.run.plan import RunReport
-    from gitops_push.run.waves import StackOutcome
+    from gitops_push.run.model import RunReport, StackOutcome
 
 SCHEMA_VERSION = 1
 

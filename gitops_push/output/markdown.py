@@ -10,8 +10,7 @@ from gitops_push.output.console import visible
 from gitops_push.output.envelope import counts_data
 
 if TYPE_CHECKING:
-    from gitops_push.run.plan import RunReport
-    from gitops_push.run.waves import StackOutcome
+    from gitops_push.run.model import RunReport, StackOutcome
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 

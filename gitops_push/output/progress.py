@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 from gitops_push.output.console import err_console, visible
 
 if TYPE_CHECKING:
-    from gitops_push.run.waves import StackOutcome
+    from gitops_push.run.model import StackOutcome
 
 class PlainReporter:
     """Timestamped lines for CI logs: every stack step and tool line, prefixed."""

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from gitops_push.audit.results import VerifyResult
     from gitops_push.detect.changes import ChangeSet
     from gitops_push.init import InitResult
-    from gitops_push.run.plan import RunReport
+    from gitops_push.run.model import RunReport
 
 def reason_text(reasons: Sequence[Any], note: str, limit: int = 3) -> str:
     parts = [str(r) for r in reasons[:limit]]

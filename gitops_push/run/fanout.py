@@ -68,12 +68,13 @@ def select(repo: Repo, config: Config, command: str, opts: Any, environ: Mapping
            ) -> tuple[ChangeSet, list[str]]:
     """The stacks ``command`` would run with these options, and the selection's warnings."""
     from gitops_push.run import plan as workflow
+    from gitops_push.run import select as select_mod
 
     if command == "apply":
         from gitops_push.audit.trail import Trail
 
         records = Trail(repo, config.audit, environ=environ).records()
-        cs, _stale, warnings = workflow.select_for_apply(repo, config, opts, environ, records)
+        cs, _stale, warnings = select_mod.select_for_apply(repo, config, opts, environ, records)
         removed = [c.stack.name for c in cs.stacks if c.status == "removed"]
         if removed and not opts.allow_destroy:
             raise UserError(
@@ -85,7 +86,7 @@ def select(repo: Repo, config: Config, command: str, opts: Any, environ: Mapping
         cs, _stale, warnings = workflow.plan_selection(repo, config, opts, environ)
         return cs, [*cs.range.warnings, *warnings]
     sel = replace(opts, all_stacks=not opts.stacks, base=None)  # drift: every stack
-    cs = workflow.select(repo, config, sel, environ)
+    cs = select_mod.select(repo, config, sel, environ)
     cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != "removed"),
                    cs.all_stacks)
     return cs, list(cs.range.warnings)

@@ -30,9 +30,10 @@ from gitops_push.detect.inputs import RefIndex
 from gitops_push.errors import GitError, UserError
 from gitops_push.git import Repo
 from gitops_push.run import apply as deploy
+from gitops_push.run import guards as guards_mod
 from gitops_push.run import plan as workflow
-from gitops_push.run.plan import RunOptions, RunReport
-from gitops_push.run.waves import Reporter
+from gitops_push.run import record as record_mod
+from gitops_push.run.model import Reporter, RunOptions, RunReport
 
 SUBJECT_NAMES = 5  # stacks named in the commit subject; the body lists every one
 
@@ -136,13 +137,13 @@ def commit_message(affected: ChangeSet, target: str, run_id: str | None) -> str:
 def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: bool,
              environ: Mapping[str, str], reporter: Reporter | None = None,
              cancel: threading.Event | None = None) -> RunReport:
-    trail = deploy.open_trail(repo, config, environ)
+    trail = record_mod.open_trail(repo, config, environ)
     records = trail.records()
     target, run_id = resolve_target(repo, records, to)
     head = repo.head()
     if not dry_run:
-        branch = deploy.check_branch(repo, config, replace(opts, command="rollback"), environ)
-        deploy.check_clean(repo)
+        branch = guards_mod.check_branch(repo, config, replace(opts, command="rollback"), environ)
+        guards_mod.check_clean(repo)
     else:
         branch = repo.current_branch()
     names, paths = paths_to_restore(repo, config, target, head, opts.stacks)

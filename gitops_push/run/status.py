@@ -11,7 +11,7 @@ from gitops_push.detect import changes
 from gitops_push.detect.changes import Range
 from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.git import Repo
-from gitops_push.run.plan import last_deployments
+from gitops_push.run.select import last_deployments
 
 
 def status(repo: Repo, config: Config, environ: Mapping[str, str]) -> list[dict[str, Any]]:

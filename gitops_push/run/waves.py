@@ -13,68 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 from gitops_push.detect.changes import StackChange
-from gitops_push.engines.base import ApplyResult, DriftResult, LintResult, PlanResult
 from gitops_push.errors import GitopsPushError, ToolError
-
-SUCCESS_RESULTS = frozenset({"applied", "no-changes", "planned", "clean", "fixed", "destroyed"})
-
-
-@dataclass(frozen=True)
-class StackOutcome:
-    """What happened to one stack. ``result`` is one word; ``message`` says why."""
-
-    name: str
-    type: str
-    path: str
-    wave: int
-    status: str  # from change detection: changed | removed | selected
-    result: str  # planned | no-changes | applied | destroyed | clean | drifted | fixed |
-    #              failed | lint-failed | skipped | refused | interrupted
-    message: str = ""
-    error: str | None = None
-    duration: float = 0.0
-    lint: LintResult | None = None
-    plan: PlanResult | None = None
-    apply: ApplyResult | None = None
-    drift: DriftResult | None = None
-    verify: DriftResult | None = None  # the drift check right after an apply
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.result in SUCCESS_RESULTS
-
-
-class Reporter(Protocol):
-    """Where progress goes (output.py implements it for terminals and CI logs)."""
-
-    def stack_started(self, name: str) -> None: ...
-    def stack_step(self, name: str, step: str) -> None: ...
-    def stack_line(self, name: str, line: str) -> None: ...
-    def stack_finished(self, outcome: StackOutcome) -> None: ...
-    def warn(self, text: str) -> None: ...
-
-
-class NullReporter:
-    def stack_started(self, name: str) -> None:
-        pass
-
-    def stack_step(self, name: str, step: str) -> None:
-        pass
-
-    def stack_line(self, name: str, line: str) -> None:
-        pass
-
-    def stack_finished(self, outcome: StackOutcome) -> None:
-        pass
-
-    def warn(self, text: str) -> None:
-        pass
-
+from gitops_push.run.model import Reporter, StackOutcome
 
 Task = Callable[[StackChange], StackOutcome]
 

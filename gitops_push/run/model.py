@@ -1,0 +1,148 @@
+"""The state of one run, shared by every command module: options, the report, the session, each
+stack's outcome and the words results and statuses are made of.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from gitops_push import engines
+from gitops_push.config import Config, Stack
+from gitops_push.engines.base import (
+    ApplyResult,
+    DriftResult,
+    Engine,
+    LintResult,
+    PlanResult,
+)
+from gitops_push.errors import ExitCode
+from gitops_push.git import Repo
+
+DEPLOY_COMMANDS = ("apply", "rollback", "drift")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    command: str  # plan | apply | drift
+    base: str | None = None
+    head: str | None = None
+    all_stacks: bool = False
+    stacks: tuple[str, ...] = ()
+    plan_dir: Path | None = None
+    parallel: int | None = None
+    detailed_exitcode: bool = False
+    allow_branch: bool = False
+    allow_destroy: bool = False
+    force_conflicts: bool = False
+    lock_timeout: float = 600.0
+    lock_ttl: float = 3600.0
+    fix: bool = False
+    record: bool | None = None  # drift: --record / --no-record (None: record in CI only)
+    flags: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    command: str
+    run_id: str
+    head: str
+    base: str | None
+    base_source: str
+    outcomes: list[StackOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    audit: dict[str, Any] | None = None
+    exit_code: int = ExitCode.OK
+    interrupted: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.exit_code in (ExitCode.OK, ExitCode.CHANGES_PENDING, ExitCode.DRIFT_DETECTED):
+            return "success"
+        if any(o.ok for o in self.outcomes):
+            return "partial"
+        return "error"
+
+
+@dataclass
+class Session:
+    """Per-run state shared by the stack tasks."""
+
+    repo: Repo
+    config: Config
+    environ: Mapping[str, str]
+    options: RunOptions
+    run_id: str
+    head: str
+    reporter: Reporter
+    cancel: threading.Event
+    work_root: Path
+    engines: dict[str, Engine] = field(default_factory=dict)
+    width: int = 1  # stacks running at once (runner.run_width), set before the run
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def engine(self, stack: Stack) -> Engine:
+        with self._lock:
+            if stack.type not in self.engines:
+                self.engines[stack.type] = engines.spec(stack.type).factory()
+            return self.engines[stack.type]
+
+
+SUCCESS_RESULTS = frozenset({"applied", "no-changes", "planned", "clean", "fixed", "destroyed"})
+
+
+@dataclass(frozen=True)
+class StackOutcome:
+    """What happened to one stack. ``result`` is one word; ``message`` says why."""
+
+    name: str
+    type: str
+    path: str
+    wave: int
+    status: str  # from change detection: changed | removed | selected
+    result: str  # planned | no-changes | applied | destroyed | clean | drifted | fixed |
+    #              failed | lint-failed | skipped | refused | interrupted
+    message: str = ""
+    error: str | None = None
+    duration: float = 0.0
+    lint: LintResult | None = None
+    plan: PlanResult | None = None
+    apply: ApplyResult | None = None
+    drift: DriftResult | None = None
+    verify: DriftResult | None = None  # the drift check right after an apply
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result in SUCCESS_RESULTS
+
+
+class Reporter(Protocol):
+    """Where progress goes (output.py implements it for terminals and CI logs)."""
+
+    def stack_started(self, name: str) -> None: ...
+    def stack_step(self, name: str, step: str) -> None: ...
+    def stack_line(self, name: str, line: str) -> None: ...
+    def stack_finished(self, outcome: StackOutcome) -> None: ...
+    def warn(self, text: str) -> None: ...
+
+
+class NullReporter:
+    def stack_started(self, name: str) -> None:
+        pass
+
+    def stack_step(self, name: str, step: str) -> None:
+        pass
+
+    def stack_line(self, name: str, line: str) -> None:
+        pass
+
+    def stack_finished(self, outcome: StackOutcome) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
