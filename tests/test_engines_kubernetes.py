@@ -107,8 +107,8 @@ class Deployer:
         work.mkdir(parents=True, exist_ok=True)
         return EngineContext(repo_root=self.root / "repo", stack_dir=self.root / "repo" / self.path,
                              env=self.env, phase=phase, work_dir=work, on_line=on_line,
-                             force_conflicts=self.force_conflicts,
-                             extra={"project": self.project})
+                             extra={"project": self.project,
+                                    "force_conflicts": self.force_conflicts})
 
     def lint(self) -> LintResult:
         return self.engine.lint(self.stack, self.ctx("plan"))

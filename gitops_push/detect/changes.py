@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from gitops_push import ci as ci_env
+from gitops_push import engines
 from gitops_push.config import Config, Stack, normalize_path
 from gitops_push.detect.discovery import glob_match, resolve_stacks
 from gitops_push.detect.inputs import Input, RefIndex
@@ -173,11 +174,8 @@ def _missing_base(repo: Repo, sha: str, head: str, source: str, warnings: list[s
 
 # -- the stacks ------------------------------------------------------------------------
 def stack_inputs(refs: RefIndex, stack: Stack) -> list[Input]:
-    if stack.type == "terraform":
-        return refs.terraform_inputs(stack.path)
-    if stack.type == "kubernetes" and refs.kustomization(stack.path):
-        return refs.kustomize_inputs(stack.path)
-    return []
+    """What the stack reads from outside its directory: its engine knows."""
+    return engines.spec(stack.type).inputs(refs, stack.path)
 
 
 def _ancestors(path: str) -> Iterator[str]:
@@ -233,8 +231,8 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
     ]
     changed_paths = _paths(diff)
     refs = RefIndex.of(repo, head_tree)
-    if any(s.type == "terraform" for s in head_stacks):
-        refs.preload_terraform()
+    for engine_type in sorted({s.type for s in head_stacks}):
+        engines.spec(engine_type).preload_inputs(refs)
     results: dict[str, list[Reason]] = {}
 
     by_path = {s.path: s for s in head_stacks}

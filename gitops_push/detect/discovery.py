@@ -1,9 +1,9 @@
 """Which directories of a commit are stacks: explicit ones from the config plus discovered.
 
-Discovery (``discover:`` globs, or everything when there is no config file) finds
-Terraform directories that no other directory uses as a local module, and kustomize or
-manifest directories that no kustomization references. Hidden, ``.terraform`` and
-vendored directories are skipped.
+Discovery (``discover:`` globs, or everything when there is no config file) asks each
+engine for its stack directories (``EngineSpec.discover``: Terraform roots that no other
+directory uses as a local module, kustomize or manifest directories that no
+kustomization references). Hidden and vendored directories are skipped.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+from gitops_push import engines
 from gitops_push.config import Config, Stack, check_graph
 from gitops_push.detect.inputs import RefIndex
 from gitops_push.errors import ConfigError
 from gitops_push.git import Repo, Tree, resolve_in_tree
 
-SKIP_DIRS = frozenset({".terraform", "node_modules", "vendor", "third_party", "__pycache__"})
+# hidden directories (an engine's own, such as a provider cache) are skipped as well
+SKIP_DIRS = frozenset({"node_modules", "vendor", "third_party", "__pycache__"})
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -125,26 +127,26 @@ def check_stack_path(stack: Stack, tree: Tree, where: str) -> None:
         )
 
 
-def _tf_dirs(tree: Tree) -> set[str]:
-    return {p.rpartition("/")[0] or "." for p in tree.entries if p.endswith(".tf")}
-
-
 def discover(config: Config, tree: Tree, refs: RefIndex) -> list[tuple[str, str]]:
-    """(path, engine) of every discovered stack, sorted by path."""
+    """(path, engine) of every discovered stack, sorted by path. Each engine named in
+    ``discover:`` finds its own stack directories, outside the area the others' files
+    occupy (a kustomization inside a Terraform module is not a stack of its own)."""
     found: list[tuple[str, str]] = []
-    tf_globs = config.discover.get("terraform", ())
-    k8s_globs = config.discover.get("kubernetes", ())
-    tf_dirs = {d for d in _tf_dirs(tree) if not skipped(d)}
-    if tf_globs:
-        modules = refs.module_dirs(tf_dirs)
-        for d in sorted(tf_dirs - modules):
-            if _matches(tf_globs, d):
-                found.append((d, "terraform"))
-    if k8s_globs:
-        tf_area = tf_dirs | refs.module_dirs(tf_dirs)
-        for d in refs.kubernetes_dirs(exclude_under=tf_area):
-            if _matches(k8s_globs, d) and not skipped(d):
-                found.append((d, "kubernetes"))
+    areas: dict[str, set[str]] = {}
+
+    def area(name: str) -> set[str]:
+        if name not in areas:
+            areas[name] = engines.spec(name).area(refs, skipped)
+        return areas[name]
+
+    for name in engines.names():
+        globs = config.discover.get(name, ())
+        if not globs:
+            continue
+        others = set().union(*(area(o) for o in engines.names() if o != name))
+        for d in engines.spec(name).discover(refs, others, skipped):
+            if _matches(globs, d):
+                found.append((d, name))
     return sorted(found)
 
 

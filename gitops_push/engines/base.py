@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from gitops_push.config import Stack
     from gitops_push.config.schema import Section
+    from gitops_push.detect.inputs import Input, RefIndex
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,9 @@ class EngineContext:
     secrets: tuple[str, ...] = ()  # values to redact from anything captured
     on_line: Callable[[str], None] = lambda line: None
     cancel: threading.Event = field(default_factory=threading.Event)
-    force_conflicts: bool = False
     lint_only: bool = False  # no plan follows: lint must not need backend/cluster access
+    # what the engine's ``EngineSpec.context`` added (a plugin cache, a flag only this
+    # engine reads), plus ``run_id`` and ``project``
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -213,3 +215,24 @@ class EngineSpec:
     # Probe the tools these stacks need and cache the answers for ``Engine.check``; run in
     # a thread while git is read, errors ignored (``check`` reports them).
     prefetch: Callable[[list[Stack], Mapping[str, str]], None] = lambda stacks, env: None
+    # -- change detection and discovery (detect/ asks; it never names an engine) -------
+    # The paths outside its directory a stack at ``stack_dir`` reads (local modules,
+    # file() targets, kustomize bases), with why; from the commit the index holds.
+    inputs: Callable[[RefIndex, str], list[Input]] = lambda index, stack_dir: []
+    # Read everything ``inputs`` will need for many stacks at once (one batched read).
+    preload_inputs: Callable[[RefIndex], None] = lambda index: None
+    # Directories that are stacks of this engine, for ``discover:``; ``others`` is the
+    # area other engines' files occupy, ``skipped`` says which directories never count.
+    discover: Callable[[RefIndex, set[str], Callable[[str], bool]], list[str]] = (
+        lambda index, others, skipped: [])
+    # The directories this engine's files occupy, where no other engine discovers stacks.
+    area: Callable[[RefIndex, Callable[[str], bool]], set[str]] = (
+        lambda index, skipped: set())
+    # -- the run --------------------------------------------------------------------
+    # Extras for EngineContext.extra: (environment, scratch root, the run's options).
+    context: Callable[[Mapping[str, str], Path, Mapping[str, Any]], dict[str, Any]] = (
+        lambda environ, work_root, options: {})
+    # Files a stack directory holds untracked that a run carries into a temporary
+    # worktree and back (a local state file), by suffix; directories never carried.
+    carried_suffixes: tuple[str, ...] = ()
+    not_carried: frozenset[str] = frozenset()

@@ -69,12 +69,6 @@ def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | No
     env.update(go_threads(session.width, session.environ))
     work = (session.options.plan_dir or session.work_root) / stack.name
     work.mkdir(parents=True, exist_ok=True)
-    cache = session.environ.get(ci_env.ENV_PLUGIN_CACHE) or str(
-        Path(session.environ.get("XDG_CACHE_HOME")
-             or Path(session.environ.get("HOME", str(session.work_root))) / ".cache")
-        / "gitops-push" / "terraform-plugins"
-    )
-    Path(cache).mkdir(parents=True, exist_ok=True)
     name = stack.name
     return EngineContext(
         repo_root=session.repo.root,
@@ -85,9 +79,9 @@ def make_ctx(session: Session, stack: Stack, phase: str, *, stack_dir: Path | No
         secrets=secrets,
         on_line=lambda line: session.reporter.stack_line(name, line),
         cancel=session.cancel,
-        force_conflicts=session.options.force_conflicts,
-        extra={"plugin_cache_dir": cache, "run_id": session.run_id,
-               "project": session.config.project},
+        extra={**engines.spec(stack.type).context(session.environ, session.work_root,
+                                                  session.options_map),
+               "run_id": session.run_id, "project": session.config.project},
     )
 
 
@@ -97,8 +91,8 @@ def base_worktree(session: Session, change: StackChange, base: str | None
     """A removed stack is planned against its configuration at the base commit.
 
     Files the working tree still holds in the stack directory without tracking them (a
-    local backend's ``terraform.tfstate``) are copied into the temporary worktree and
-    copied back afterwards, so a destroy sees, and updates, the real state.
+    local backend's state: the engine's ``carried_suffixes``) are copied into the temporary
+    worktree and copied back afterwards, so a destroy sees, and updates, the real state.
     """
     if change.status != "removed" or base is None:
         yield None
@@ -108,24 +102,26 @@ def base_worktree(session: Session, change: StackChange, base: str | None
     session.repo.add_worktree(wt, base)
     live = session.repo.root / change.stack.path
     old = wt / change.stack.path
-    carried = carry(live, old)
+    spec = engines.spec(change.stack.type)
+    carried = carry(live, old, skip=spec.not_carried)
     try:
         yield old
     finally:
-        carry(old, live, only=carried, new_suffixes=(".tfstate", ".tfstate.backup"))
+        carry(old, live, only=carried, new_suffixes=spec.carried_suffixes,
+              skip=spec.not_carried)
         session.repo.remove_worktree(wt)
         shutil.rmtree(path, ignore_errors=True)
 
 
 def carry(src: Path, dst: Path, *, only: set[str] | None = None,
-           new_suffixes: tuple[str, ...] = ()) -> set[str]:
+          new_suffixes: tuple[str, ...] = (), skip: frozenset[str] = frozenset()) -> set[str]:
     """Copy files of ``src`` that ``dst`` lacks (or, with ``only``, those names back)."""
     copied: set[str] = set()
     if not src.is_dir() or src.is_symlink():
         return copied
     for f in src.rglob("*"):
         rel = f.relative_to(src)
-        if not f.is_file() or f.is_symlink() or ".terraform" in rel.parts:
+        if not f.is_file() or f.is_symlink() or skip.intersection(rel.parts):
             continue
         target = dst / rel
         name = rel.as_posix()
@@ -141,7 +137,7 @@ def carry(src: Path, dst: Path, *, only: set[str] | None = None,
 
 
 def prefetch_tools(config: Config, environ: Mapping[str, str]) -> threading.Thread:
-    """Probe the tools the configured stacks need (``terraform version``) in a thread,
+    """Probe the tools the configured stacks need (a tool's version) in a thread,
     while git is read; ``check_engines`` then finds the answers cached. Join it first."""
     by_type: dict[str, list[Stack]] = {}
     for spec in config.stacks:

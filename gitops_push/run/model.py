@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,6 +90,11 @@ class Session:
             if stack.type not in self.engines:
                 self.engines[stack.type] = engines.spec(stack.type).factory()
             return self.engines[stack.type]
+
+    @property
+    def options_map(self) -> dict[str, Any]:
+        """The run's options by name, for the engines' context extras."""
+        return {f.name: getattr(self.options, f.name) for f in fields(self.options)}
 
 
 SUCCESS_RESULTS = frozenset({"applied", "no-changes", "planned", "clean", "fixed", "destroyed"})

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gitops_push import engines
 from gitops_push.config import Config
 from gitops_push.detect import changes
 from gitops_push.detect.changes import ChangeSet, Range, stack_inputs
@@ -205,7 +206,8 @@ def _dry_run(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str,
         try:
             tracked = repo.tree(head).entries
             for c in affected.stacks:
-                _copy_untracked(repo.root, c.stack.path, wt, tracked)
+                _copy_untracked(repo.root, c.stack.path, wt, tracked,
+                                engines.spec(c.stack.type).not_carried)
             plan_opts = RunOptions("plan", base=head, parallel=opts.parallel,
                                    flags=opts.flags)
             return workflow.plan(Repo(wt, environ), config, plan_opts, environ, reporter,
@@ -214,15 +216,16 @@ def _dry_run(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str,
             repo.remove_worktree(wt)
 
 
-def _copy_untracked(root: Path, path: str, wt: Path, tracked: Mapping[str, Any]) -> None:
+def _copy_untracked(root: Path, path: str, wt: Path, tracked: Mapping[str, Any],
+                    skip: frozenset[str]) -> None:
     """Copy the files under ``root/path`` that git does not track at HEAD (state files)
-    into the worktree; never ``.terraform`` or symlinks."""
+    into the worktree; never the engine's ``not_carried`` directories or symlinks."""
     src = root / path
     if not src.is_dir() or src.is_symlink():
         return
     for f in src.rglob("*"):
         rel = f.relative_to(root)
-        if (not f.is_file() or f.is_symlink() or ".terraform" in rel.parts
+        if (not f.is_file() or f.is_symlink() or skip.intersection(rel.parts)
                 or rel.as_posix() in tracked):
             continue
         target = wt / rel

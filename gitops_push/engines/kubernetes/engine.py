@@ -35,6 +35,7 @@ from gitops_push.engines.base import (
     LintResult,
     PlanResult,
 )
+from gitops_push.engines.kubernetes import inputs as k8s_inputs
 from gitops_push.engines.kubernetes import lint as lintmod
 from gitops_push.engines.kubernetes.kubectl import (
     GLOBAL_CAUSES,
@@ -238,7 +239,7 @@ class KubernetesEngine:
         project = self._project(ctx)
         return Target(kc, resources, default_ns, inventory_name(project, stack.name),
                       s.inventory_namespace or default_ns, project,
-                      force=ctx.force_conflicts or s.conflicts == "force")
+                      force=bool(ctx.extra.get("force_conflicts")) or s.conflicts == "force")
 
     @staticmethod
     def _inventory(stack: Stack, target: Target) -> Inventory:
@@ -595,6 +596,11 @@ def _file_secrets(settings: Any, env: Mapping[str, str], repo_root: Path) -> dic
     return out
 
 
+def _context(environ: Mapping[str, str], work_root: Path, options: Mapping[str, Any]
+             ) -> dict[str, Any]:
+    return {"force_conflicts": bool(options.get("force_conflicts"))}
+
+
 ENGINE = EngineSpec(
     name="kubernetes",
     parse_settings=parse_settings,
@@ -602,6 +608,9 @@ ENGINE = EngineSpec(
     env_names=env_names,
     location_env_names=location_env_names,
     file_secrets=_file_secrets,
+    inputs=k8s_inputs.inputs,
+    discover=k8s_inputs.discover,
+    context=_context,
 )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitops_push import proc
+from gitops_push.ci import ENV_PLUGIN_CACHE
 from gitops_push.engines.base import (
     ApplyResult,
     Diagnostic,
@@ -35,6 +36,7 @@ from gitops_push.engines.base import (
     LintResult,
     PlanResult,
 )
+from gitops_push.engines.terraform import inputs as tf_inputs
 from gitops_push.engines.terraform.cli import (
     Tf,
     installs_providers,
@@ -473,10 +475,31 @@ def prefetch(stacks: list[Stack], env: Mapping[str, str]) -> None:
             probe_version(binary, env)
 
 
+def context(environ: Mapping[str, str], work_root: Path, options: Mapping[str, object]
+            ) -> dict[str, object]:
+    """The provider plugin cache every stack of every run shares (created here)."""
+    cache = environ.get(ENV_PLUGIN_CACHE) or str(
+        Path(environ.get("XDG_CACHE_HOME")
+             or Path(environ.get("HOME", str(work_root))) / ".cache")
+        / "gitops-push" / "terraform-plugins"
+    )
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    return {"plugin_cache_dir": cache}
+
+
 ENGINE = EngineSpec(
     name="terraform",
     parse_settings=parse_settings,
     factory=TerraformEngine,
     env_names=env_names,
     prefetch=prefetch,
+    inputs=tf_inputs.inputs,
+    preload_inputs=tf_inputs.preload,
+    discover=tf_inputs.discover,
+    area=tf_inputs.area,
+    context=context,
+    # a local backend's state lives untracked in the stack directory: a destroy planned in
+    # a worktree of the base commit must see it and write it back
+    carried_suffixes=(".tfstate", ".tfstate.backup"),
+    not_carried=frozenset({".terraform"}),
 )
