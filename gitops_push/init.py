@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.errors import UserError
 from gitops_push.fsutil import atomic_write
 from gitops_push.git import Repo
+from gitops_push.git.plumbing import worktree_tree
 
 # template name -> destination in the user's repository
 CI_FILES: dict[str, list[tuple[str, str]]] = {
@@ -93,16 +93,8 @@ def read_template(name: str) -> str:
     return text
 
 
-def _working_tree_sha(repo: Repo) -> str:
-    """A tree object of the working tree as it is (commits or not), for discovery."""
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        repo.run("add", "-A", "--", ".", env=env)
-        return repo.run("write-tree", env=env).stdout.strip()
-
-
 def _stack_rows(repo: Repo, cfg: config_mod.Config) -> list[Any]:
-    return resolve_stacks(cfg, repo, repo.tree(_working_tree_sha(repo)), strict=False)
+    return resolve_stacks(cfg, repo, repo.tree(worktree_tree(repo)), strict=False)
 
 
 def starter_config(repo: Repo) -> tuple[str, list[dict[str, Any]]]:

@@ -23,8 +23,10 @@ from gitops_push.audit.record import CHAIN_FIELDS, HEX_RE, digest, parse_time, r
 from gitops_push.audit.results import Deployment, StoredRecord
 from gitops_push.ci import ENV_SPOOL_DIR
 from gitops_push.config import AuditSettings
-from gitops_push.errors import ConfigError, ToolError, UserError
+from gitops_push.errors import ConfigError, UserError
 from gitops_push.git import NETWORK_TIMEOUT, Repo, ident_env, rev
+from gitops_push.git.history import blobs_under
+from gitops_push.git.plumbing import fetch_ref
 
 MODES = ("branch", "notes", "commit")
 MAX_ATTEMPTS = 30  # pushes raced by concurrent runs: refetch, rebuild, retry
@@ -186,17 +188,13 @@ class TrailReader:
         if not self.has_origin:
             return Fetch(True, rev(self.repo, self.ref))
         previous = rev(self.repo, self.tracking_ref)
-        try:
-            res = self.repo.run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                                self.remote, f"+{self.ref}:{self.tracking_ref}",
-                                check=False, timeout=self.network_timeout)
-        except ToolError as exc:
-            return Fetch(False, None, previous, exc.message)
-        if res.returncode == 0:
-            return Fetch(True, rev(self.repo, self.tracking_ref), previous)
-        if "couldn't find remote ref" in res.stderr:
+        got = fetch_ref(self.repo, self.remote, self.ref, self.tracking_ref,
+                        timeout=self.network_timeout)
+        if got.missing:
             return Fetch(True, None, previous)  # no record was pushed yet
-        return Fetch(False, None, previous, res.tail or f"git fetch exited {res.returncode}")
+        if got.ok:
+            return Fetch(True, rev(self.repo, self.tracking_ref), previous)
+        return Fetch(False, None, previous, got.detail)
 
     def _read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
         """Blob contents, cached by id: a retry after a lost push race reads only new ones."""
@@ -207,15 +205,8 @@ class TrailReader:
         return {s: self._blobs.get(s, b"") for s in wanted}
 
     def _ls_tree(self, tip: str) -> list[tuple[str, str]]:
-        spec = ["--", self.directory] if self.mode != "notes" and self.directory else []
-        raw = self.repo.run("--literal-pathspecs", "ls-tree", "-r", "-z", tip, *spec).stdout
-        out: list[tuple[str, str]] = []
-        for item in raw.split("\x00"):
-            meta, _, path = item.partition("\t")
-            parts = meta.split()
-            if len(parts) == 3 and parts[1] == "blob":
-                out.append((path, parts[2]))
-        return out
+        return blobs_under(self.repo, tip,
+                           self.directory if self.mode != "notes" and self.directory else None)
 
     def _snapshot(self, tip: str | None) -> Snapshot:
         """The trail at commit ``tip``; commits never change, so each is read once."""

@@ -61,7 +61,8 @@ from gitops_push.audit.verify import check_chain, check_history, check_rewrite
 from gitops_push.ci import ENV_SPOOL_DIR
 from gitops_push.errors import AuditError, GitopsPushError
 from gitops_push.fsutil import atomic_write
-from gitops_push.git import commit_tree, hash_object, push, rev, tree_with_file, zero_oid
+from gitops_push.git import commit_tree, hash_object, push, rev, tree_with_file
+from gitops_push.git.plumbing import set_ref, update_ref
 
 SKIP_CI = "[skip ci]"
 MAX_UNREACHABLE = 3  # fetches failing in a row: origin is down, spool the record
@@ -240,15 +241,13 @@ class Trail(TrailReader):
     def _publish(self, new: str, old: str | None) -> tuple[bool, str]:
         """Move the trail ref from ``old`` to ``new``, only if it is still at ``old``."""
         if not self.has_origin:
-            res = self.repo.run("update-ref", "-m", "gitops-push audit", self.ref, new,
-                                old or zero_oid(new), check=False)
-            return res.returncode == 0, res.stderr.strip()
+            return update_ref(self.repo, self.ref, new, old, message="gitops-push audit")
         # a lease, not just a fast-forward: origin rewound past ``old`` (a commit removed
         # on purpose) must not come back as the parent of a record built on a stale tip
         result = push(self.repo, self.remote, [f"{new}:{self.ref}"],
                       leases=[f"{self.ref}:{old or ''}"], timeout=self.network_timeout)
         if result.ok:
-            self.repo.run("update-ref", self.tracking_ref, new, check=False)
+            set_ref(self.repo, self.tracking_ref, new)
             return True, ""
         return False, f"{self.remote} refused {self.ref}: {result.detail.strip()}"
 
@@ -278,7 +277,7 @@ class Trail(TrailReader):
 
     def published(self, pending: PendingRecord) -> AppendResult:
         """``pending`` was pushed: remember the new tip, as ``append`` would."""
-        self.repo.run("update-ref", self.tracking_ref, pending.commit, check=False)
+        set_ref(self.repo, self.tracking_ref, pending.commit)
         self._known_tip = (pending.commit,)
         return self._stored(pending.record, pending.stored, pending.commit, 1)
 

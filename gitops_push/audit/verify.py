@@ -13,6 +13,7 @@ from gitops_push.audit.reader import Fetch, Snapshot
 from gitops_push.audit.results import Problem, StoredRecord
 from gitops_push.errors import ToolError
 from gitops_push.git import Repo
+from gitops_push.git.history import path_history
 
 
 def check_chain(snap: Snapshot) -> list[Problem]:
@@ -53,28 +54,7 @@ def history_diffs(repo: Repo, tip: str, *, mode: str, directory: str
                   ) -> list[tuple[str, str, str, str, str]]:
     """(commit, status, path, old blob, new blob) for every commit touching the trail,
     merges against each parent (a merge that drops a record shows as a deletion)."""
-    spec = ["--", directory] if mode != "notes" and directory else []
-    commits = repo.run("--literal-pathspecs", "rev-list", "--reverse",
-                       "--full-history", tip, *spec).stdout
-    if not commits.strip():
-        return []
-    raw = repo.run("--literal-pathspecs", "diff-tree", "--stdin", "-r", "-m", "--root",
-                   "--no-renames", "--no-abbrev", "--raw", "-z", *spec,
-                   input=commits.encode()).stdout
-    out: list[tuple[str, str, str, str, str]] = []
-    tokens = raw.split("\x00")
-    commit, i = "", 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok.startswith(":") and i + 1 < len(tokens):
-            _m1, _m2, old, new, status = tok[1:].split()
-            out.append((commit, status[:1], tokens[i + 1], old, new))
-            i += 2
-            continue
-        if tok.strip():
-            commit = tok.split()[0]
-        i += 1
-    return out
+    return path_history(repo, tip, directory if mode != "notes" and directory else None)
 
 
 def check_history(repo: Repo, tip: str | None, *, mode: str, directory: str,

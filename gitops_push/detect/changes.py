@@ -17,6 +17,7 @@ from gitops_push.detect.discovery import glob_match, resolve_stacks
 from gitops_push.detect.inputs import Input, RefIndex
 from gitops_push.errors import ConfigError, GitError, UserError
 from gitops_push.git import SHA_RE, FileChange, Repo
+from gitops_push.git.plumbing import ref_exists, rev
 
 MAX_FILES_SHOWN = 50
 
@@ -79,16 +80,16 @@ def default_branch(repo: Repo, config: Config, ctx: ci_env.CIContext) -> str | N
         return remote_default
     for name in ("main", "master"):
         for ref in (f"refs/remotes/origin/{name}", f"refs/heads/{name}"):
-            if repo.run("rev-parse", "--verify", "--quiet", ref, check=False).returncode == 0:
+            if ref_exists(repo, ref):
                 return name
     return None
 
 
 def default_branch_commit(repo: Repo, branch: str) -> str | None:
     for ref in (f"refs/remotes/origin/{branch}", f"refs/heads/{branch}"):
-        res = repo.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-        if res.returncode == 0:
-            return res.stdout.strip()
+        sha = rev(repo, ref)
+        if sha is not None:
+            return sha
     return None
 
 

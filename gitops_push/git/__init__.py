@@ -21,14 +21,10 @@ from gitops_push.git.repo import (
     NETWORK_TIMEOUT,
     SHA_RE,
     ZERO_SHA,
-    Entry,
-    FileChange,
     Repo,
-    Tree,
     check_ref_syntax,
-    parse_name_status,
-    resolve_in_tree,
 )
+from gitops_push.git.tree import Entry, FileChange, Tree, parse_name_status, resolve_in_tree
 
 __all__ = [
     "MAX_REF_LEN", "NETWORK_TIMEOUT", "SHA_RE", "ZERO_SHA", "Entry", "FileChange", "PushResult",

@@ -24,7 +24,7 @@ def ident_env(repo: Repo) -> dict[str, str]:
 
 
 def hash_object(repo: Repo, data: bytes) -> str:
-    return repo.run("hash-object", "-w", "--stdin", input=data).stdout.strip()
+    return repo._run("hash-object", "-w", "--stdin", input=data).stdout.strip()
 
 
 def commit_tree(repo: Repo, tree: str, parents: Sequence[str], message: str,
@@ -33,7 +33,7 @@ def commit_tree(repo: Repo, tree: str, parents: Sequence[str], message: str,
     args = ["commit-tree", tree]
     for p in parents:
         args += ["-p", p]
-    return repo.run(*args, "-F", "-", input=message.encode(),
+    return repo._run(*args, "-F", "-", input=message.encode(),
                     env=env if env is not None else ident_env(repo)).stdout.strip()
 
 
@@ -41,13 +41,13 @@ def tree_with_file(repo: Repo, base: str | None, path: str, blob: str) -> str:
     """``base``'s tree plus one file, built in a throwaway index (never the real one)."""
     with tempfile.TemporaryDirectory(prefix="gitops-push-index-") as tmp:
         env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        repo.run("read-tree", *([base] if base else ["--empty"]), env=env)
-        repo.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
-        return repo.run("write-tree", env=env).stdout.strip()
+        repo._run("read-tree", *([base] if base else ["--empty"]), env=env)
+        repo._run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        return repo._run("write-tree", env=env).stdout.strip()
 
 
 def rev(repo: Repo, ref: str) -> str | None:
-    res = repo.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    res = repo._run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
@@ -78,7 +78,7 @@ def push(repo: Repo, remote: str, refspecs: Sequence[str], *, leases: Sequence[s
     args = ["push", "--porcelain", "--no-verify", *(["--atomic"] if atomic else [])]
     args += [f"--force-with-lease={lease}" for lease in leases]
     try:
-        res = repo.run(*args, remote, *refspecs, check=False, timeout=timeout)
+        res = repo._run(*args, remote, *refspecs, check=False, timeout=timeout)
     except ToolError as exc:  # timed out, or git missing
         return PushResult(False, "error", exc.message)
     refused = {line.split("\t")[1].rpartition(":")[2]: line.split("\t")[2]
@@ -101,7 +101,7 @@ def fetch_refspecs(repo: Repo, remote: str, refspecs: Sequence[str], *, prune: b
     args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
             *(["--prune"] if prune else []), remote, *refspecs]
     try:
-        res = repo.run(*args, check=False, timeout=timeout)
+        res = repo._run(*args, check=False, timeout=timeout)
     except ToolError as exc:
         return False, exc.message
     return res.returncode == 0, res.tail or f"git fetch exited {res.returncode}"
@@ -111,7 +111,7 @@ def ls_remote(repo: Repo, remote: str, pattern: str, *, timeout: float = NETWORK
               ) -> dict[str, str] | None:
     """ref -> sha on ``remote`` for refs matching ``pattern``; None if it cannot be read."""
     try:
-        res = repo.run("ls-remote", remote, pattern, check=False, timeout=timeout)
+        res = repo._run("ls-remote", remote, pattern, check=False, timeout=timeout)
     except ToolError:
         return None
     if res.returncode != 0:
@@ -121,3 +121,100 @@ def ls_remote(repo: Repo, remote: str, pattern: str, *, timeout: float = NETWORK
         sha, _, ref = line.partition("\t")
         out[ref.strip()] = sha.strip()
     return out
+
+
+# -- local refs and objects -----------------------------------------------------------
+def update_ref(repo: Repo, ref: str, new: str | None, old: str | None, *, message: str
+               ) -> tuple[bool, str]:
+    """Compare-and-swap a local ref: move ``ref`` from ``old`` (None: it must not exist)
+    to ``new`` (None: delete it). (ok, git's error)."""
+    if new is None:
+        args = ["update-ref", "-d", ref, old or ""]
+    else:
+        args = ["update-ref", "-m", message, ref, new, old or zero_oid(new)]
+    res = repo._run(*args, check=False)
+    return res.returncode == 0, res.stderr.strip()
+
+
+def set_ref(repo: Repo, ref: str, sha: str) -> None:
+    """Point ``ref`` at ``sha`` whatever it was (a tracking ref); failures are ignored."""
+    repo._run("update-ref", ref, sha, check=False)
+
+
+def local_refs(repo: Repo, prefix: str) -> dict[str, str]:
+    """ref name -> object id of every local ref under ``prefix``."""
+    out = repo._run("for-each-ref", "--format=%(objectname) %(refname)", prefix).stdout
+    return {r: s for s, _, r in (line.partition(" ") for line in out.splitlines())}
+
+
+def empty_tree(repo: Repo) -> str:
+    return repo._run("mktree", input=b"").stdout.strip()
+
+
+def commit_text(repo: Repo, sha: str) -> str:
+    """The raw commit object: headers, a blank line, the message."""
+    return repo._run("cat-file", "commit", sha).stdout
+
+
+@dataclass(frozen=True)
+class FetchedRef:
+    ok: bool
+    missing: bool = False  # the remote has no such ref
+    detail: str = ""
+
+
+def fetch_ref(repo: Repo, remote: str, src: str, dst: str, *,
+              timeout: float = NETWORK_TIMEOUT) -> FetchedRef:
+    """Force-fetch one ref of ``remote`` into ``dst``."""
+    try:
+        res = repo._run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                       f"+{src}:{dst}", check=False, timeout=timeout)
+    except ToolError as exc:
+        return FetchedRef(False, detail=exc.message)
+    if res.returncode == 0:
+        return FetchedRef(True)
+    if "couldn't find remote ref" in res.stderr:
+        return FetchedRef(True, missing=True)
+    return FetchedRef(False, detail=res.tail or f"git fetch exited {res.returncode}")
+
+
+def ref_exists(repo: Repo, ref: str) -> bool:
+    return repo._run("rev-parse", "--verify", "--quiet", ref, check=False).returncode == 0
+
+
+# -- trees built in a scratch index (nothing on disk changes) -----------------------------
+def worktree_tree(repo: Repo) -> str:
+    """A tree object of the working tree as it is (committed or not)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        repo._run("add", "-A", "--", ".", env=env)
+        return repo._run("write-tree", env=env).stdout.strip()
+
+
+def restored_commit(repo: Repo, head: str, source: str, paths: Sequence[str], message: str
+                    ) -> str:
+    """A commit (on no branch) of ``head`` with ``paths`` as they are at ``source``."""
+    with tempfile.TemporaryDirectory(prefix="gitops-push-rollback-") as tmp:
+        env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        repo._run("read-tree", head, env=env)
+        repo._run("restore", f"--source={source}", "--staged", "--", *paths, env=env)
+        tree = repo._run("write-tree", env=env).stdout.strip()
+    return repo._run("commit-tree", tree, "-p", head, "-m", message,
+                    env=repo.commit_env).stdout.strip()
+
+
+# -- the working tree --------------------------------------------------------------------
+def commit_restored(repo: Repo, source: str, paths: Sequence[str], message: str) -> None:
+    """Restore ``paths`` from ``source`` in the index and worktree and commit them."""
+    repo._run("restore", f"--source={source}", "--staged", "--worktree", "--", *paths)
+    repo._run("commit", "--no-verify", "-m", message, env=repo.commit_env)
+
+
+def push_head(repo: Repo, remote: str, branch: str) -> tuple[bool, str]:
+    """Push HEAD to ``branch`` (a plain push: refused unless it fast-forwards)."""
+    res = repo._run("push", remote, f"HEAD:refs/heads/{branch}", check=False)
+    return res.returncode == 0, res.tail
+
+
+def reset_hard(repo: Repo, sha: str) -> None:
+    repo._run("reset", "--hard", sha)

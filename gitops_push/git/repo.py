@@ -11,82 +11,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from gitops_push import proc
 from gitops_push.errors import GitError, ToolError
+from gitops_push.git.tree import Entry, FileChange, Tree, parse_name_status
 
 ZERO_SHA = re.compile(r"^0+$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|^-|^/|/$|\.lock$|^$")
 MAX_REF_LEN = 1024
 NETWORK_TIMEOUT = 120.0  # fetch/push/ls-remote against origin
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """One entry of ``git diff --name-status``: status letter, new path, old path."""
-
-    status: str  # A, M, D, R, C, T
-    path: str
-    old_path: str | None = None
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return (self.path,) if self.old_path is None else (self.old_path, self.path)
-
-
-@dataclass(frozen=True)
-class Entry:
-    mode: str
-    sha: str
-
-
-@dataclass
-class Tree:
-    """All blobs of one commit (``ls-tree -r``), with directory lookups."""
-
-    sha: str
-    entries: dict[str, Entry]
-    _dirs: dict[str, list[str]] | None = field(default=None, repr=False)
-
-    @property
-    def dirs(self) -> dict[str, list[str]]:
-        """Directory -> files directly in it ("." for the root)."""
-        if self._dirs is None:
-            dirs: dict[str, list[str]] = {}
-            for path in self.entries:
-                parent = path.rpartition("/")[0] or "."
-                dirs.setdefault(parent, []).append(path)
-                while parent != ".":
-                    parent = parent.rpartition("/")[0] or "."
-                    if parent in dirs:
-                        break
-                    dirs[parent] = []
-            self._dirs = dirs
-        return self._dirs
-
-    def is_dir(self, path: str) -> bool:
-        return path == "." or path in self.dirs
-
-    def is_file(self, path: str) -> bool:
-        return path in self.entries
-
-    def is_symlink(self, path: str) -> bool:
-        e = self.entries.get(path)
-        return e is not None and e.mode == "120000"
-
-    def files_in(self, path: str) -> list[str]:
-        return self.dirs.get(path, [])
-
-    def files_under(self, path: str) -> list[str]:
-        if path == ".":
-            return list(self.entries)
-        prefix = path + "/"
-        return [p for p in self.entries if p.startswith(prefix)]
 
 
 def _locate(start: Path, env: Mapping[str, str]) -> tuple[Path, Path]:
@@ -132,7 +69,7 @@ class Repo:
         env.pop("GIT_WORK_TREE", None)
         return env
 
-    def run(
+    def _run(
         self,
         *args: str,
         check: bool = True,
@@ -152,8 +89,8 @@ class Repo:
             what="git",
         )
 
-    def out(self, *args: str) -> str:
-        return self.run(*args).stdout
+    def _out(self, *args: str) -> str:
+        return self._run(*args).stdout
 
     @cached_property
     def net_env(self) -> dict[str, str]:
@@ -166,7 +103,7 @@ class Repo:
         env = self.env
         if "GIT_SSH_VARIANT" in env:
             return env
-        found = self.run("config", "--get-regexp",
+        found = self._run("config", "--get-regexp",
                          r"^(ssh\.variant|core\.sshcommand|remote\.origin\.url)$",
                          check=False, env=env).stdout
         cfg = dict(line.partition(" ")[::2] for line in found.splitlines())
@@ -196,7 +133,7 @@ class Repo:
         """``env`` for commits: a ``gitops-push`` identity when git has none (CI images)."""
         env = dict(self.env)
         for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
-            if self.run("var", var, check=False).returncode != 0:
+            if self._run("var", var, check=False).returncode != 0:
                 env.setdefault("GIT_AUTHOR_NAME", "gitops-push")
                 env.setdefault("GIT_AUTHOR_EMAIL", "gitops-push@localhost")
                 env.setdefault("GIT_COMMITTER_NAME", "gitops-push")
@@ -208,7 +145,7 @@ class Repo:
     def resolve(self, ref: str, *, what: str = "ref") -> str:
         """The commit SHA a user-supplied ref names, or a clear GitError."""
         check_ref_syntax(ref, what)
-        res = self.run(
+        res = self._run(
             "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
         )
         if res.returncode != 0 or not res.stdout.strip():
@@ -229,14 +166,14 @@ class Repo:
             return False
         wanted = {f"refs/heads/{name}", f"refs/tags/{name}", f"refs/remotes/{name}",
                   f"refs/remotes/{name}/HEAD"}
-        found = self.out("for-each-ref", "--format=%(refname)", *sorted(wanted)).split()
+        found = self._out("for-each-ref", "--format=%(refname)", *sorted(wanted)).split()
         return len({r for r in found if r in wanted}) > 1
 
     def has_commits(self) -> bool:
-        return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
+        return self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
 
     def head(self) -> str:
-        res = self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        res = self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
         if res.returncode != 0 or not res.stdout.strip():
             raise GitError("the repository has no commits yet")
         return res.stdout.strip()
@@ -244,7 +181,7 @@ class Repo:
     def remote_head(self, remote: str = "origin") -> str | None:
         """The branch ``<remote>/HEAD`` points at (the remote's default branch), if known."""
         if remote not in self._remote_heads:
-            res = self.run("symbolic-ref", "--quiet", f"refs/remotes/{remote}/HEAD",
+            res = self._run("symbolic-ref", "--quiet", f"refs/remotes/{remote}/HEAD",
                            check=False)
             prefix = f"refs/remotes/{remote}/"
             target = res.stdout.strip()
@@ -253,27 +190,27 @@ class Repo:
         return self._remote_heads[remote]
 
     def has_commit(self, sha: str) -> bool:
-        return self.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+        return self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
 
     def parents(self, sha: str) -> list[str]:
-        return self.out("rev-list", "--parents", "-n", "1", sha, "--").split()[1:]
+        return self._out("rev-list", "--parents", "-n", "1", sha, "--").split()[1:]
 
     def merge_base(self, a: str, b: str) -> str | None:
-        res = self.run("merge-base", a, b, check=False)
+        res = self._run("merge-base", a, b, check=False)
         return res.stdout.strip() or None if res.returncode == 0 else None
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return (
-            self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode
+            self._run("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode
             == 0
         )
 
     def is_shallow(self) -> bool:
-        return self.out("rev-parse", "--is-shallow-repository").strip() == "true"
+        return self._out("rev-parse", "--is-shallow-repository").strip() == "true"
 
     def commit_info(self, sha: str) -> dict[str, str]:
         fmt = "%H%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%s"
-        parts = self.out("show", "-s", f"--format={fmt}", sha, "--").split("\x00")
+        parts = self._out("show", "-s", f"--format={fmt}", sha, "--").split("\x00")
         keys = (
             "sha",
             "author_name",
@@ -286,12 +223,12 @@ class Repo:
         return dict(zip(keys, (p.strip() for p in parts), strict=False))
 
     def current_branch(self) -> str | None:
-        res = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        res = self._run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         return res.stdout.strip() or None
 
     def dirty_paths(self) -> list[str]:
         """Tracked changes and untracked, non-ignored files (``git status``)."""
-        res = self.out("status", "--porcelain=v1", "-z", "--untracked-files=all")
+        res = self._out("status", "--porcelain=v1", "-z", "--untracked-files=all")
         out: list[str] = []
         items = res.split("\x00")
         i = 0
@@ -308,7 +245,7 @@ class Repo:
 
     def user(self) -> str:
         """Who runs this locally: git's committer identity (config or GIT_COMMITTER_*)."""
-        res = self.run("var", "GIT_COMMITTER_IDENT", check=False)
+        res = self._run("var", "GIT_COMMITTER_IDENT", check=False)
         ident = res.stdout.strip() if res.returncode == 0 else ""
         return re.sub(r"\s+\d+\s+[+-]\d{4}$", "", ident)  # drop the timestamp
 
@@ -318,19 +255,20 @@ class Repo:
 
     @cached_property
     def _remotes(self) -> tuple[str, ...]:
-        return tuple(self.out("remote").split())
+        return tuple(self._out("remote").split())
 
     def remote_url(self, name: str = "origin") -> str | None:
-        res = self.run("remote", "get-url", name, check=False)
+        res = self._run("remote", "get-url", name, check=False)
         return res.stdout.strip() or None
 
     def fetch(self, *args: str, remote: str = "origin", timeout: float = 300) -> bool:
-        res = self.run("fetch", "--quiet", "--no-tags", remote, *args, check=False, timeout=timeout)
+        res = self._run("fetch", "--quiet", "--no-tags", remote, *args, check=False,
+                        timeout=timeout)
         return res.returncode == 0
 
     # -- trees and diffs --------------------------------------------------------------
     def diff(self, base: str, head: str) -> list[FileChange]:
-        res = self.out(
+        res = self._out(
             "diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv", base, head, "--"
         )
         return parse_name_status(res)
@@ -339,7 +277,7 @@ class Repo:
         cached = self._trees.get(sha)
         if cached is not None:
             return cached
-        raw = self.out("ls-tree", "-r", "-z", "--full-tree", sha)
+        raw = self._out("ls-tree", "-r", "-z", "--full-tree", sha)
         entries: dict[str, Entry] = {}
         for item in raw.split("\x00"):
             if not item:
@@ -381,7 +319,7 @@ class Repo:
 
     def grep_files(self, sha: str, pattern: str, pathspecs: Sequence[str]) -> list[str]:
         """Paths at ``sha`` whose content matches the extended regex ``pattern``."""
-        res = self.run(
+        res = self._run(
             "grep", "-l", "-z", "-I", "-E", "-e", pattern, sha, "--", *pathspecs, check=False
         )
         if res.returncode not in (0, 1):
@@ -398,11 +336,11 @@ class Repo:
 
     # -- worktrees --------------------------------------------------------------------
     def add_worktree(self, path: Path, sha: str) -> None:
-        self.run("worktree", "add", "--detach", "--force", str(path), sha)
+        self._run("worktree", "add", "--detach", "--force", str(path), sha)
 
     def remove_worktree(self, path: Path) -> None:
-        self.run("worktree", "remove", "--force", str(path), check=False)
-        self.run("worktree", "prune", check=False)
+        self._run("worktree", "remove", "--force", str(path), check=False)
+        self._run("worktree", "prune", check=False)
 
 
 _NETWORK_COMMANDS = frozenset({"fetch", "push", "ls-remote", "pull", "clone"})
@@ -432,42 +370,6 @@ def check_ref_syntax(ref: str, what: str = "ref") -> None:
         and not re.fullmatch(r"[A-Za-z0-9._/\-]+(~\d*|\^\d*)*", ref)
     ):
         raise GitError(f"{what} {ref!r} is not a valid ref name or SHA")
-
-
-def parse_name_status(raw: str) -> list[FileChange]:
-    items = raw.split("\x00")
-    out: list[FileChange] = []
-    i = 0
-    while i < len(items):
-        status = items[i]
-        if not status:
-            i += 1
-            continue
-        letter = status[0]
-        if letter in "RC":
-            out.append(FileChange(letter, items[i + 2], items[i + 1]))
-            i += 3
-        else:
-            out.append(FileChange(letter, items[i + 1]))
-            i += 2
-    return out
-
-
-def resolve_in_tree(base_dir: str, target: str) -> str | None:
-    """Normalise ``base_dir/target`` (POSIX), or None if it leaves the repository."""
-    if target.startswith("/"):
-        return None
-    parts: list[str] = [] if base_dir in ("", ".") else base_dir.split("/")
-    for part in PurePosixPath(target).parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    return "/".join(parts) or "."
 
 
 # -- plumbing for refs gitops-push writes (audit trail, locks) -----------------------------

@@ -26,7 +26,7 @@ from typing import Any
 
 from gitops_push import ci as ci_env
 from gitops_push.audit.trail import parse_time
-from gitops_push.errors import LockError, ToolError, UserError
+from gitops_push.errors import LockError, UserError
 from gitops_push.git import (
     NETWORK_TIMEOUT,
     Repo,
@@ -36,8 +36,8 @@ from gitops_push.git import (
     ls_remote,
     push,
     rev,
-    zero_oid,
 )
+from gitops_push.git.plumbing import commit_text, empty_tree, local_refs, update_ref
 
 LOCK_PREFIX = "refs/gitops-push/locks/"
 SEEN_PREFIX = "refs/gitops-push/origin-locks/"  # this clone's copy of origin's locks
@@ -182,7 +182,7 @@ class LockStore:
 
     @cached_property
     def _empty_tree(self) -> str:
-        return self.repo.run("mktree", input=b"").stdout.strip()
+        return empty_tree(self.repo)
 
     def _commit(self, info: LockInfo) -> str:
         return commit_tree(self.repo, self._empty_tree, [], info.message(), self._commit_env)
@@ -190,7 +190,7 @@ class LockStore:
     def _parse(self, stack: str, sha: str) -> LockInfo:
         """Decode a lock commit; junk on the ref counts as a lock expiring ``DEFAULT_TTL``
         after its commit date, so it blocks no longer than a real one."""
-        raw = self.repo.run("cat-file", "commit", sha).stdout
+        raw = commit_text(self.repo, sha)
         headers, _, message = raw.partition("\n\n")
         committed = utcnow()
         for line in headers.splitlines():
@@ -210,9 +210,6 @@ class LockStore:
             return LockInfo(stack, lock_ref(stack), sha, LockOwner("unknown (not a gitops-push "
                             "lock)"), committed, committed + timedelta(seconds=DEFAULT_TTL))
 
-    def _have(self, sha: str) -> bool:
-        return self.repo.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
-
     def read(self, stack: str) -> LockInfo | None:
         """The lock on ``stack`` now, or None. Raises LockError if origin cannot be read."""
         ref = lock_ref(stack)
@@ -227,18 +224,16 @@ class LockStore:
             sha = found.get(ref)
             if sha is None:
                 return None
-            if not self._have(sha):
+            if not self.repo.has_commit(sha):
                 self._fetch([ref])
-            if self._have(sha):
+            if self.repo.has_commit(sha):
                 return self._parse(stack, sha)
             # the ref moved between ls-remote and fetch: look again
         raise LockError(f"cannot read the lock of stack {stack!r}: {self.remote} lists it but "
                         "it could not be fetched (it kept changing)")
 
     def _fetch(self, refs: list[str]) -> None:
-        with suppress(ToolError):
-            self.repo.run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote,
-                          *refs, check=False, timeout=self.network_timeout)
+        fetch_refspecs(self.repo, self.remote, refs, timeout=self.network_timeout)
 
     def list(self) -> list[LockInfo]:
         """Every lock, sorted by stack."""
@@ -248,14 +243,13 @@ class LockStore:
             if found is None:
                 raise LockError(f"cannot list locks: {self.remote} is unreachable")
             found = {r: s for r, s in found.items() if r.startswith(LOCK_PREFIX)}
-            missing = [r for r, s in found.items() if not self._have(s)]
+            missing = [r for r, s in found.items() if not self.repo.has_commit(s)]
             if missing:
                 self._fetch(missing)
         else:
-            out = self.repo.run("for-each-ref", "--format=%(objectname) %(refname)",
-                                LOCK_PREFIX).stdout
-            found = {r: s for s, _, r in (line.partition(" ") for line in out.splitlines())}
-        infos = [self._parse(self._stack_of(r), s) for r, s in found.items() if self._have(s)]
+            found = local_refs(self.repo, LOCK_PREFIX)
+        infos = [self._parse(self._stack_of(r), s) for r, s in found.items()
+                 if self.repo.has_commit(s)]
         return sorted(infos, key=lambda i: i.stack)
 
     def look(self, extra_refspecs: Sequence[str] = ()) -> dict[str, LockInfo] | None:
@@ -269,10 +263,8 @@ class LockStore:
                                        timeout=self.network_timeout)
         if not ok:
             return None
-        out = self.repo.run("for-each-ref", "--format=%(objectname) %(refname)",
-                            SEEN_PREFIX).stdout
-        found = {LOCK_PREFIX + r[len(SEEN_PREFIX):]: sha for sha, _, r in
-                 (line.partition(" ") for line in out.splitlines())}
+        found = {LOCK_PREFIX + r[len(SEEN_PREFIX):]: sha
+                 for r, sha in local_refs(self.repo, SEEN_PREFIX).items()}
         return {i.stack: i for i in (self._parse(self._stack_of(r), sha)
                                      for r, sha in found.items())}
 
@@ -290,12 +282,8 @@ class LockStore:
         Returns ("ok" | "conflict" | "error", detail).
         """
         if not self.has_origin:
-            if new is None:
-                args = ["update-ref", "-d", ref, old or ""]
-            else:
-                args = ["update-ref", "-m", "gitops-push lock", ref, new, old or zero_oid(new)]
-            res = self.repo.run(*args, check=False)
-            return ("ok", "") if res.returncode == 0 else ("conflict", res.stderr.strip())
+            ok, err = update_ref(self.repo, ref, new, old, message="gitops-push lock")
+            return ("ok", "") if ok else ("conflict", err)
         result = push(self.repo, self.remote, [f"{new}:{ref}" if new else f":{ref}"],
                       leases=[f"{ref}:{old or ''}"], atomic=True, timeout=self.network_timeout)
         if result.ok:

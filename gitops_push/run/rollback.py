@@ -30,6 +30,7 @@ from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.detect.inputs import RefIndex
 from gitops_push.errors import GitError, UserError
 from gitops_push.git import Repo
+from gitops_push.git.plumbing import commit_restored, push_head, reset_hard, restored_commit
 from gitops_push.run import apply as deploy
 from gitops_push.run import guards as guards_mod
 from gitops_push.run import plan as workflow
@@ -78,13 +79,7 @@ def paths_to_restore(repo: Repo, config: Config, target: str, head: str,
 def preview_commit(repo: Repo, head: str, target: str, paths: list[str]) -> str:
     """A commit (on no branch) of HEAD with ``paths`` restored to ``target``: exactly the
     tree the rollback commits, built in a scratch index so nothing on disk changes."""
-    with tempfile.TemporaryDirectory(prefix="gitops-push-rollback-") as tmp:
-        env = {**repo.env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        repo.run("read-tree", head, env=env)
-        repo.run("restore", f"--source={target}", "--staged", "--", *paths, env=env)
-        tree = repo.run("write-tree", env=env).stdout.strip()
-    return repo.run("commit-tree", tree, "-p", head, "-m", "gitops-push rollback preview",
-                    env=repo.commit_env).stdout.strip()
+    return restored_commit(repo, head, target, paths, "gitops-push rollback preview")
 
 
 def refuse_dragged(affected: ChangeSet, only: tuple[str, ...], target: str) -> None:
@@ -175,15 +170,14 @@ def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: 
                                "below are what that apply would do (nothing was committed "
                                "or applied)")
         return result
-    repo.run("restore", f"--source={target}", "--staged", "--worktree", "--", *paths)
-    repo.run("commit", "--no-verify", "-m", message, env=repo.commit_env)
+    commit_restored(repo, target, paths, message)
     new_head = repo.head()
     if repo.has_remote("origin") and branch:
-        res = repo.run("push", "origin", f"HEAD:refs/heads/{branch}", check=False)
-        if res.returncode != 0:
-            repo.run("reset", "--hard", head)
+        ok, tail = push_head(repo, "origin", branch)
+        if not ok:
+            reset_hard(repo, head)
             raise GitError(f"could not push the rollback commit to origin/{branch} (did it move? "
-                           f"pull and retry); nothing was applied:\n{res.tail}")
+                           f"pull and retry); nothing was applied:\n{tail}")
     extra = {"rollback_to": target, "rollback_of_run": run_id, "rollback_commit": new_head}
     # exactly the stacks the rollback commit changes (compared with the commit before it),
     # not whatever else differs from its last deployment
