@@ -8,7 +8,10 @@ command definitions stay a plain list.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -88,3 +91,101 @@ def usage_envelope(exc: click.ClickException, argv: list[str], json_by_default: 
     out.print_json(out.Envelope(command, exit_code=int(ExitCode.USAGE), status="error",
                                 errors=[{"code": "usage", "message": exc.format_message(),
                                          "path": None}]))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+OUTPUTS = click.Choice(["table", "json"])
+
+
+@dataclass
+class State:
+    repo: Path = Path()
+    config: Path | None = None
+    verbose: int = 0
+    output: str = "table"
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def env(flag: str) -> str:
+    """The GITOPS_PUSH_<FLAG> variable of a flag (CI templates set these)."""
+    return "GITOPS_PUSH_" + flag.upper().replace("-", "_")
+
+
+def output_option(f: F) -> F:
+    return click.option("--output", "-o", type=OUTPUTS, default="table", show_default=True,
+                        envvar=env("output"), help="Table for people, JSON envelope for tools.")(f)
+
+
+def selection_options(f: F) -> F:
+    f = click.option("--stack", "stacks", multiple=True, metavar="NAME", envvar=env("stack"),
+                     help="Run only this stack (repeatable; env: space-separated).")(f)
+    return click.option("--all", "all_stacks", is_flag=True, envvar=env("all"),
+                        help="Every stack, changed or not.")(f)
+
+
+def range_options(f: F) -> F:
+    f = click.option("--head", metavar="REF", envvar=env("head"),
+                     help="Commit to compare (default HEAD).")(f)
+    return click.option("--base", metavar="REF", envvar=env("base"),
+                        help="Commit to compare with (default: from CI, else merge-base with "
+                             "the default branch).")(f)
+
+
+def run_options(f: F) -> F:
+    f = click.option("--summary-md", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar=env("summary-md"), help="Write a Markdown summary (PR/MR comment).")(f)
+    f = click.option("--parallel", type=click.IntRange(1, 64), default=None,
+                     envvar=env("parallel"), help="Stacks run at once per wave (default: CPUs).")(f)
+    return output_option(f)
+
+
+def open_repo(state: State) -> tuple[Any, Any]:
+    from gitops_push import config as config_mod
+    from gitops_push.git import Repo
+
+    repo = Repo(state.repo)
+    cfg_path = state.config
+    if cfg_path is not None and not cfg_path.is_absolute():
+        cfg_path = Path.cwd() / cfg_path
+    return repo, config_mod.load(repo.root, cfg_path)
+
+
+def flags_of(ctx: click.Context) -> dict[str, Any]:
+    """The flags of this invocation for the audit record (paths as strings)."""
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in ctx.params.items() if v not in (None, False, ())}
+
+
+def stack_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for v in values for n in v.replace(",", " ").split())
+
+
+def apply_options(f: F) -> F:
+    f = click.option("--lock-ttl", default="1h", show_default=True, envvar=env("lock-ttl"),
+                     callback=duration,
+                     help="A lock left by a killed run expires after this (renewed while "
+                          "alive).")(f)
+    f = click.option("--lock-timeout", default="10m", show_default=True, callback=duration,
+                     envvar=env("lock-timeout"), help="Wait this long for a held stack lock.")(f)
+    f = click.option("--force-conflicts", is_flag=True, envvar=env("force-conflicts"),
+                     help="Kubernetes: take over fields owned by another field manager "
+                          "also in stacks with conflicts: fail (the default, force, always "
+                          "does).")(f)
+    f = click.option("--allow-destroy", is_flag=True, envvar=env("allow-destroy"),
+                     help="Destroy stacks whose directory was removed from git.")(f)
+    return click.option("--allow-branch", is_flag=True, envvar=env("allow-branch"),
+                        help="Deploy from a branch other than the default (recorded).")(f)
+
+
+def emit(output: str, envelope: Callable[[], Any], show: Callable[[], None]) -> None:
+    """The one JSON-or-people branch: ``--output json`` prints the envelope (built only
+    then), a table or message for people otherwise."""
+    from gitops_push import output as out
+
+    if output == "json":
+        out.print_json(envelope())
+    else:
+        show()

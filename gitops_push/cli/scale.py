@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from gitops_push.cli.app import State, _flags, _open, _stacks, env, output_option
+from gitops_push.cli.options import (
+    State,
+    emit,
+    env,
+    flags_of,
+    open_repo,
+    output_option,
+    stack_names,
+)
 
 PLATFORMS = click.Choice(["github", "gitlab"])
 
@@ -59,10 +67,10 @@ def fan_out(ctx: click.Context, platform: str, command: str, max_jobs: int, max_
 
     state: State = ctx.obj
     state.command = "fan-out"
-    repo, config = _open(state)
+    repo, config = open_repo(state)
     opts = model_mod.RunOptions(command, base=base, all_stacks=all_stacks,
-                               stacks=_stacks(stacks), allow_destroy=allow_destroy,
-                               flags=_flags(ctx))
+                               stacks=stack_names(stacks), allow_destroy=allow_destroy,
+                               flags=flags_of(ctx))
     plan = fanout.fan_out(repo, config, command, opts, os.environ, max_jobs=max_jobs,
                           max_levels=max_waves)
     for w in plan.warnings:
@@ -123,7 +131,7 @@ def summary(state: State, deployment: str | None, summary_md: Path | None,
     if not wanted:
         raise UserError("--deployment: not given and not in CI (no GITHUB_RUN_ID / "
                         "CI_PIPELINE_ID / GITOPS_PUSH_DEPLOYMENT_ID)")
-    repo, config = _open(state)
+    repo, config = open_repo(state)
     records = audit_mod.Trail(repo, config.audit, environ=os.environ).records()
     result = dep.summarize(records, wanted)
     markdown = dep.summary_markdown(result)
@@ -137,11 +145,9 @@ def summary(state: State, deployment: str | None, summary_md: Path | None,
         except OSError as exc:
             out.warn(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}")
     code = int(result.exit_code)
-    if output == "json":
-        out.print_json(out.Envelope("summary", exit_code=code, data=dep.summary_data(result),
-                                    status="success" if code == 0 else result.outcome))
-    else:
-        sys.stdout.write(markdown)
+    emit(output, lambda: out.Envelope("summary", exit_code=code, data=dep.summary_data(result),
+                                      status="success" if code == 0 else result.outcome),
+         lambda: out.write_stdout(markdown))
     state.extra["exit_code"] = code
 
 
@@ -198,14 +204,11 @@ def comment(state: State, platform: str, body_file: Path, marker: str, number: s
     res = comment_mod.upsert(target, body, name=marker, footer=footer)
     data: dict[str, Any] = {"action": res.action, "id": res.comment_id,
                             "truncated": res.truncated, "length": res.length}
-    if output == "json":
-        out.print_json(out.Envelope("comment", data=data))
-    elif res.action == "skipped":
-        out.message(f"no pull/merge request found for commit {str(ctx.commit)[:12]}: "
-                    "nothing was posted")
-    else:
-        out.message(f"{res.action} comment {res.comment_id}"
-                    + (" (truncated to fit)" if res.truncated else ""))
+    emit(output, lambda: out.Envelope("comment", data=data),
+         lambda: out.message(
+             f"no pull/merge request found for commit {str(ctx.commit)[:12]}: nothing was "
+             "posted" if res.action == "skipped" else f"{res.action} comment {res.comment_id}"
+             + (" (truncated to fit)" if res.truncated else "")))
 
 
 def register(group: click.Group) -> None:

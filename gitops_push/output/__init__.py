@@ -4,7 +4,15 @@ data on stdout), ``envelope`` (the JSON envelope), ``tables``, ``markdown`` and
 
 from __future__ import annotations
 
-from gitops_push.output.console import err_console, error, message, out_console, visible, warn
+from gitops_push.output.console import (
+    err_console,
+    error,
+    message,
+    out_console,
+    visible,
+    warn,
+    write_stdout,
+)
 from gitops_push.output.envelope import (
     SCHEMA_VERSION,
     Envelope,
@@ -41,5 +49,5 @@ __all__ = [
     "init_text", "locks_table", "md_code", "md_escape", "message", "out_console",
     "outcome_data", "print_json", "reason_text", "report_data", "report_envelope",
     "report_markdown", "report_table", "reporter", "status_table", "truncate_markdown",
-    "verify_data", "verify_text", "visible", "warn",
+    "verify_data", "verify_text", "visible", "warn", "write_stdout",
 ]

@@ -80,3 +80,8 @@ def error(exc: GitopsPushError | str) -> None:
     text = str(exc)
     err_console().print("error: " + "\n".join(visible(line) for line in text.split("\n")),
                         style="bold red")
+
+
+def write_stdout(text: str) -> None:
+    """Data that is already formatted (Markdown) goes to stdout as it is."""
+    sys.stdout.write(text)
