@@ -29,7 +29,7 @@ FOREIGN_FLAGS = frozenset({
     "--field-manager", "--force-conflicts=true", "--no-write-fetch-head", "--atomic",
     "--notes", "--porcelain", "--wait", "--minify", "--client", "--show-managed-fields",
     "--dangerous-override-ownership-of-existing-resources",  # kapp, in kubernetes.md
-    "--no-index", "--find-links", "--no-deps",  # pip, in ci.md (installing gitops-push)
+    "--no-index", "--find-links", "--no-deps",  # pip, in ci.md
 })
 SHELL_LANGS = frozenset({"sh", "bash", "shell", "zsh"})
 YAML_LANGS = frozenset({"yaml", "yml"})

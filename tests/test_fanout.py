@@ -96,7 +96,8 @@ def test_gitlab_child_pipeline_encodes_depends_on_as_needs(make_repo, tmp_path):
     assert "include" not in doc
     assert "gitops-push apply" in doc[".gitops-push-fan-out-apply"]["script"][0]
     assert doc["gitops-push:summary"]["stage"] == ".post"
-    assert doc["variables"]["GITOPS_PUSH_PIP_SPEC"].startswith("gitops-push==")
+    # nothing published to default to (issue 12, item 2): the parent passes its spec on
+    assert doc["variables"]["GITOPS_PUSH_PIP_SPEC"] == ""
     assert doc["variables"]["GITOPS_PUSH_FAN_OUT_FOR"] == "apply"
     assert doc["variables"]["GITOPS_PUSH_FAN_OUT_JOBS"] == "4"
     path = tmp_path / "child.yml"

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from test_templates import TEMPLATES, load_workflow, load_yaml, steps_using
+from test_templates import ROOT, TEMPLATES, load_workflow, load_yaml, steps_using
 
 from gitops_push.run import fanout_gitlab
 
@@ -101,3 +104,71 @@ def test_the_summary_job_passes_when_there_is_no_deployment_to_summarize(variabl
                          capture_output=True, env={"PATH": os.environ["PATH"], **apply},
                          check=False)
     assert "went-on" in res.stdout
+
+
+# ----------------------------- setting it up, as docs/scaling-out.md says (k16)
+
+
+def _documented_set_up() -> list[str]:
+    """The shell lines of the code blocks of docs/scaling-out.md's "Setting it up"."""
+    doc = (ROOT / "docs" / "scaling-out.md").read_text()
+    section = doc.split("## Setting it up", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    return [line for block in blocks for line in block.replace("\\\n", " ").splitlines()
+            if line.strip()]
+
+
+def _run_documented(lines: list[str], cwd: Path) -> None:
+    """Runs `gitops-push ... [> FILE]` lines with this checkout's CLI, no shell."""
+    for line in lines:
+        words = shlex.split(line)
+        assert words[0] == "gitops-push", line
+        out = None
+        if ">" in words:
+            words, out = words[:words.index(">")], words[words.index(">") + 1]
+        res = subprocess.run([sys.executable, "-m", "gitops_push", *words[1:]], cwd=cwd,
+                             text=True, capture_output=True, check=False,
+                             env={**os.environ, "NO_COLOR": "1"})
+        assert res.returncode == 0, (line, res.stderr)
+        if out:
+            (cwd / out).write_text(res.stdout)
+
+
+INIT_FILES = {"infra/prod/main.tf": "#\n"}
+
+
+def test_the_documented_github_set_up_leaves_one_apply_workflow_the_fan_out(make_repo):
+    r = make_repo(INIT_FILES)
+    lines = [line for line in _documented_set_up() if "github" in line]
+    assert lines[0] == "gitops-push init --ci github"
+    _run_documented(lines, r.path)
+    workflows = r.path / ".github" / "workflows"
+    on_push = [p.name for p in sorted(workflows.glob("*.yml"))
+               if "push" in load_yaml(p).get(True, {})]  # YAML 1.1 reads `on:` as true
+    assert on_push == ["gitops-push-apply.yml"]  # never two applies per push
+    assert (workflows / "gitops-push-apply.yml").read_text() == \
+        (TEMPLATES / "github" / "workflows" / GITHUB).read_text()
+
+
+def test_the_documented_gitlab_set_up_gives_a_complete_fan_out_pipeline(make_repo):
+    r = make_repo(INIT_FILES)
+    lines = [line for line in _documented_set_up() if "gitlab" in line]
+    assert lines[0] == "gitops-push init --ci gitlab"
+    _run_documented(lines, r.path)
+    doc = (ROOT / "docs" / "scaling-out.md").read_text()
+    old, new = ("- local: ci/gitops-push.gitlab-ci.yml",
+                "- local: ci/gitops-push-fan-out.gitlab-ci.yml")
+    assert f"replace `{old}` with\n`{new}`" in doc
+    entry_path = r.path / ".gitlab-ci.yml"
+    entry_path.write_text(entry_path.read_text().replace(old, new))
+    # Every include resolves in the project, with the fan-out template's --include copy.
+    entry = load_yaml(entry_path)
+    parent = load_yaml(r.path / "ci" / PARENT.name)
+    for include in [*entry["include"], *parent["include"]]:
+        assert (r.path / include["local"]).is_file(), include
+    assert (r.path / fanout_gitlab.GITLAB_INCLUDE).read_text() == CHILD.read_text()
+    # ... and the entry declares every stage the included jobs use.
+    plain = load_yaml(r.path / "ci" / "gitops-push.gitlab-ci.yml")
+    used = {job["stage"] for d in (plain, parent) for job in d.values()
+            if isinstance(job, dict) and "stage" in job}
+    assert used <= set(entry["stages"])

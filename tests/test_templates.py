@@ -240,8 +240,11 @@ def test_templates_default_to_nothing_that_is_not_published() -> None:
     for wf in GITHUB_WORKFLOWS:
         assert load_workflow(wf.name)["env"]["GITOPS_PUSH_PIP_SPEC"] == "", wf.name
     assert load_yaml(GITLAB_TEMPLATE)["variables"]["GITOPS_PUSH_PIP_SPEC"] == ""
+    for path in GITLAB_FILES:  # the fan-out child's own default, too
+        spec = load_yaml(path).get("variables", {}).get("GITOPS_PUSH_PIP_SPEC", "")
+        assert spec == "", path.name
     assert load_yaml(GITHUB_ACTION)["inputs"]["version"]["default"] == ""
-    for path in [*GITHUB_WORKFLOWS, GITHUB_ACTION, GITLAB_TEMPLATE]:
+    for path in [*GITHUB_WORKFLOWS, GITHUB_ACTION, *GITLAB_FILES]:
         assert not re.search(r"GITOPS_PUSH_PIP_SPEC: \S*gitops-push==", path.read_text()), path
 
 
@@ -266,10 +269,11 @@ def test_every_job_that_runs_gitops_push_installs_it_first() -> None:
             installs = [i for i, s in enumerate(steps) if s.get("name") == "Install gitops-push"]
             if runs:
                 assert installs and installs[0] < runs[0], f"{wf.name}:{name}"
-                # Early: before Terraform or any cloud login is set up.
+                # Early: before Terraform or any cloud login is set up (a job that
+                # runs no terraform, such as the PR comment, sets up none).
                 tf = [i for i, s in enumerate(steps)
                       if str(s.get("uses", "")).startswith("hashicorp/setup-terraform@")]
-                assert installs[0] < tf[0], f"{wf.name}:{name}"
+                assert installs[0] < min(tf, default=len(steps)), f"{wf.name}:{name}"
 
 
 def _no_gitops_push_path(tmp_path: Path) -> str:
@@ -299,9 +303,17 @@ def test_github_install_step_fails_early_saying_what_to_set(where: str, tmp_path
     assert f"gitops-push, version {gitops_push.__version__}" in res.stdout
 
 
-def test_gitlab_install_fails_early_saying_what_to_set(gitlab: dict[str, Any],
+# The base jobs that install gitops-push: the plain template's, and the fan-out child
+# pipeline's (which includes nothing from the parent, so it repeats the set-up).
+GITLAB_BASE_JOBS = [(GITLAB_TEMPLATE, ".gitops-push"),
+                    (TEMPLATES / "gitlab" / "gitops-push-fan-out-jobs.gitlab-ci.yml",
+                     ".gitops-push-fan-out-job")]
+
+
+@pytest.mark.parametrize(("path", "base"), GITLAB_BASE_JOBS, ids=lambda v: getattr(v, "name", v))
+def test_gitlab_install_fails_early_saying_what_to_set(path: Path, base: str,
                                                        tmp_path: Path) -> None:
-    (install,) = [line for line in gitlab[".gitops-push"]["before_script"]
+    (install,) = [line for line in load_yaml(path)[base]["before_script"]
                   if "pip install" in line]
     env = {"PATH": _no_gitops_push_path(tmp_path), "GITOPS_PUSH_PIP_SPEC": ""}
     res = run(["bash", "-e", "-c", install], cwd=tmp_path, env=env)
@@ -512,8 +524,9 @@ def test_drift_report_runs_after_every_check_that_ran() -> None:
     assert jobs["drift"]["outputs"]["exit-code"] == "${{ steps.drift.outputs.exit-code }}"
 
 
-@pytest.mark.parametrize(("workflow", "job"), [("gitops-push-drift.yml", "drift"),
-                                               ("gitops-push-apply.yml", "apply")])
+@pytest.mark.parametrize(("workflow", "job"), [
+    ("gitops-push-drift.yml", "drift"), ("gitops-push-apply.yml", "apply"),
+    *[("gitops-push-apply-fan-out.yml", f"wave-{n}") for n in range(1, 5)]])
 def test_the_spool_is_uploaded_however_the_job_ended(workflow: str, job: str) -> None:
     wf = load_workflow(workflow)
     uploads = [u for u in steps_using(wf["jobs"][job], "actions/upload-artifact")
@@ -533,9 +546,9 @@ def test_gitlab_drift_keeps_its_spool_and_summary(gitlab):
 def _flags_passed_to_the_cli() -> set[tuple[str, str]]:
     """(command, --flag) for every literal flag a template passes to a gitops-push command."""
     found = set()
-    for path in [*GITHUB_WORKFLOWS, GITLAB_TEMPLATE]:
+    for path in [*GITHUB_WORKFLOWS, *GITLAB_FILES]:
         for line in path.read_text().splitlines():
-            m = re.match(r"\s*(?:-\s+)?gitops-push ([a-z]+)\b(.*)", line)
+            m = re.match(r"\s*(?:-\s+)?(?:run:\s+)?gitops-push ([a-z][a-z-]*)\b(.*)", line)
             if m:
                 found |= {(m.group(1), f) for f in re.findall(r"(--[a-z][a-z-]+)", m.group(2))}
         for m in re.finditer(r"args(?:\+)?=\(([^)]*)\)", path.read_text()):
@@ -629,13 +642,35 @@ def test_no_checkout_leaves_a_token_in_the_git_config(workflow: Path) -> None:
             assert checkout["with"]["persist-credentials"] is False, f"{workflow.name}:{name}"
 
 
-def test_apply_hands_the_token_to_git_alone(tmp_path: Path) -> None:
-    """The apply step's script, run as the runner would: git (fetch/push) sees the job
+def git_token_steps() -> list[tuple[str, dict[str, Any]]]:
+    """(workflow:job:step, step) of every step that hands git the job token."""
+    return [(f"{wf.name}:{name}:{step['name']}", step)
+            for wf in GITHUB_WORKFLOWS
+            for name, job in load_workflow(wf.name)["jobs"].items()
+            for step in job.get("steps", [])
+            if "GITOPS_PUSH_GIT_TOKEN" in step.get("env", {})]
+
+
+def test_every_job_that_pushes_hands_git_the_token() -> None:
+    """With persist-credentials: false everywhere, a job that pushes (or fetches the
+    audit trail of a private repository) must hand git the token in a step."""
+    where = {w.rsplit(":", 1)[0] for w, _ in git_token_steps()}
+    for wf in GITHUB_WORKFLOWS:
+        for name, job in load_workflow(wf.name)["jobs"].items():
+            if job.get("permissions", {}).get("contents") == "write":
+                assert f"{wf.name}:{name}" in where, f"{wf.name}:{name}"
+    assert "gitops-push-apply-fan-out.yml:fan-out" in where  # reads the newest trail
+    assert "gitops-push-apply-fan-out.yml:summary" in where  # reads the waves' records
+
+
+@pytest.mark.parametrize("where", [w for w, _ in git_token_steps()])
+def test_apply_hands_the_token_to_git_alone(where: str, tmp_path: Path) -> None:
+    """The step's script, run as the runner would: git (fetch/push) sees the job
     token as an http header; .git/config never holds it, and neither does the
     environment gitops-push passes on (no GITOPS_PUSH_GIT_TOKEN left)."""
-    (step,) = [s for s in load_workflow("gitops-push-apply.yml")["jobs"]["apply"]["steps"]
-               if s.get("name") == "gitops-push apply"]
-    assert step["env"] == {"GITOPS_PUSH_GIT_TOKEN": "${{ github.token }}"}
+    step = dict(git_token_steps())[where]
+    assert step["env"]["GITOPS_PUSH_GIT_TOKEN"] == "${{ github.token }}"
+    assert set(step["env"]) <= {"GITOPS_PUSH_GIT_TOKEN", "GITHUB_TOKEN"}
     repo = tmp_path / "clone"
     git(tmp_path, "init", "-q", str(repo))
     bin_dir = tmp_path / "bin"
@@ -651,14 +686,19 @@ def test_apply_hands_the_token_to_git_alone(tmp_path: Path) -> None:
            "GITHUB_SERVER_URL": "https://github.com", "GITOPS_PUSH_GIT_TOKEN": "ghs_secret123"}
     res = run(["bash", "-e", "-c", str(step["run"])], cwd=repo, env=env)
     assert res.returncode == 0, res.stderr
-    lines = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line
-                 and not line.startswith("::"))
-    assert lines["argv"] == "apply --lock-timeout 10m"
+    seen: dict[str, list[str]] = {}
+    for line in res.stdout.splitlines():
+        if "=" in line and not line.startswith("::"):
+            key, _, value = line.partition("=")
+            seen.setdefault(key, []).append(value)
+    if ":gitops-push apply" in where:
+        assert seen["argv"] == ["apply --lock-timeout 10m"]
+    assert seen["argv"], res.stdout  # every gitops-push call of the step ...
     import base64
 
-    assert lines["header"] == "AUTHORIZATION: basic " + base64.b64encode(
-        b"x-access-token:ghs_secret123").decode()
-    assert lines["token_var"] == "unset"
+    header = "AUTHORIZATION: basic " + base64.b64encode(b"x-access-token:ghs_secret123").decode()
+    assert seen["header"] == [header] * len(seen["argv"])  # ... has git authenticated
+    assert seen["token_var"] == ["unset"] * len(seen["argv"])  # ... and no token variable
     assert "::add-mask::" + base64.b64encode(b"x-access-token:ghs_secret123").decode() \
         in res.stdout
     assert "ghs_secret123" not in (repo / ".git" / "config").read_text()
@@ -667,25 +707,40 @@ def test_apply_hands_the_token_to_git_alone(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", [w for w, _ in install_steps()])
 def test_github_jobs_cache_pip_and_the_terraform_plugin_cache(where: str) -> None:
+    """A job that runs terraform saves the cache; one that runs none (the PR comment, the
+    fan-out gate, the fan-out summary) only restores it: saving there would store a
+    cache without providers under the key the terraform jobs look up, and they would
+    then hit it and never save the providers."""
     wf, job = where.split(":")
     steps = load_workflow(wf)["jobs"][job]["steps"]
-    (cache,) = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache@")]
+    runs_terraform = any(str(s.get("uses", "")).startswith("hashicorp/setup-terraform@")
+                         for s in steps)
+    action = "actions/cache@" if runs_terraform else "actions/cache/restore@"
+    (cache,) = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache")]
+    assert str(cache["uses"]).startswith(action), where
     paths = cache["with"]["path"].split()
     assert paths == ["~/.cache/pip", "~/.cache/gitops-push/terraform-plugins"]
     assert "hashFiles('**/.terraform.lock.hcl')" in cache["with"]["key"]
+    # the same key as the jobs that save it (GitHub keys a cache by its paths and key)
+    saved = [s for j in load_workflow(wf)["jobs"].values() for s in j.get("steps", [])
+             if str(s.get("uses", "")).startswith("actions/cache@")]
+    assert saved and all(s["with"] == cache["with"] for s in saved), where
     names = [s.get("name") or s.get("uses") for s in steps]
     assert names.index(cache["name"]) < names.index("Install gitops-push")
 
 
-def test_gitlab_jobs_cache_pip_and_the_terraform_plugin_cache(gitlab):
-    base = gitlab[".gitops-push"]
-    (cached,) = base["cache"]["paths"]
-    assert "/" not in base["cache"]["key"]  # GitLab refuses / in a cache key
+@pytest.mark.parametrize(("path", "base"), GITLAB_BASE_JOBS, ids=lambda v: getattr(v, "name", v))
+def test_gitlab_jobs_cache_pip_and_the_terraform_plugin_cache(path: Path, base: str) -> None:
+    job = load_yaml(path)[base]
+    (cached,) = job["cache"]["paths"]
+    assert "/" not in job["cache"]["key"]  # GitLab refuses / in a cache key
+    # one cache for the parent's and the child pipeline's jobs
+    assert job["cache"] == load_yaml(GITLAB_TEMPLATE)[".gitops-push"]["cache"]
     for var in ("PIP_CACHE_DIR", "GITOPS_PUSH_PLUGIN_CACHE_DIR"):
-        value = base["variables"][var]
+        value = job["variables"][var]
         assert value.startswith("$CI_PROJECT_DIR/" + cached), var
     # ... and the cache is gitops-push's own files, kept out of `git status`.
-    (exclude,) = [line for line in base["before_script"] if "info/exclude" in line]
+    (exclude,) = [line for line in job["before_script"] if "info/exclude" in line]
     assert ".gitops-push/cache" in exclude
 
 
