@@ -11,7 +11,7 @@ from typing import Any
 
 from gitops_push import ci as ci_env
 from gitops_push import config as config_mod
-from gitops_push.detect import changes
+from gitops_push.detect import range as range_mod
 from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.errors import UserError
 from gitops_push.fsutil import atomic_write
@@ -138,7 +138,7 @@ def default_branch(repo: Repo) -> str:
     """The branch the workflows deploy from: what the git layer knows (origin/HEAD, CI),
     else the branch checked out (also before the first commit), else ``main``."""
     ctx = ci_env.detect(repo.environ)
-    return (changes.default_branch(repo, config_mod.Config(file=None), ctx)
+    return (range_mod.default_branch(repo, config_mod.Config(file=None), ctx)
             or repo.current_branch() or "main")
 
 

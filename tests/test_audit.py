@@ -19,7 +19,8 @@ import pytest
 from conftest import GitRepo, git
 
 from gitops_push import audit
-from gitops_push.audit.trail import SpoolUnwritable, Trail
+from gitops_push.audit.record import SpoolUnwritable
+from gitops_push.audit.trail import Trail
 from gitops_push.config import AuditSettings
 from gitops_push.errors import AuditError, ExitCode, UserError
 from gitops_push.git import Repo

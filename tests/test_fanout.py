@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from gitops_push.cli.app import run
 from gitops_push.config import PhaseCredentials, Stack
-from gitops_push.detect.changes import ChangeSet, Range, StackChange, order
+from gitops_push.detect.changes import ChangeSet, StackChange, order
+from gitops_push.detect.range import Range
 from gitops_push.errors import ExitCode
 from gitops_push.run import fanout, fanout_gitlab
 

@@ -4,22 +4,12 @@ reading a trail), ``record`` (the record format and its hash chain), ``verify`` 
 
 from __future__ import annotations
 
-from gitops_push.audit.trail import (
+from gitops_push.audit.reader import MAX_ATTEMPTS, MODES, TrailReader
+from gitops_push.audit.record import (
     CHAIN_FIELDS,
-    MAX_ATTEMPTS,
     MIN_SECRET_LEN,
-    MODES,
-    AppendResult,
-    Deployment,
-    PendingRecord,
-    Problem,
     SecretInRecord,
     SpoolUnwritable,
-    StoredRecord,
-    Trail,
-    TrailReader,
-    TrailStatus,
-    VerifyResult,
     digest,
     encode,
     interrupted_runs,
@@ -29,6 +19,15 @@ from gitops_push.audit.trail import (
     record_time,
     scrub,
 )
+from gitops_push.audit.results import (
+    AppendResult,
+    Deployment,
+    Problem,
+    StoredRecord,
+    TrailStatus,
+    VerifyResult,
+)
+from gitops_push.audit.trail import PendingRecord, Trail
 
 __all__ = [
     "CHAIN_FIELDS", "MAX_ATTEMPTS", "MIN_SECRET_LEN", "MODES", "AppendResult", "Deployment",

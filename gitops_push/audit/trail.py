@@ -33,17 +33,15 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
-from gitops_push.audit.reader import MAX_ATTEMPTS, MODES, Fetch, Snapshot, TrailReader
+from gitops_push.audit.reader import Fetch, Snapshot, TrailReader
 from gitops_push.audit.record import (
     CHAIN_FIELDS,
     HEX_RE,
-    MIN_SECRET_LEN,
     SecretInRecord,
     SpoolUnwritable,
     digest,
     encode,
     interrupted_runs,
-    new_run_id,
     now_utc,
     parse_time,
     record_time,
@@ -51,8 +49,6 @@ from gitops_push.audit.record import (
 )
 from gitops_push.audit.results import (
     AppendResult,
-    Deployment,
-    Problem,
     StoredRecord,
     TrailStatus,
     VerifyResult,
@@ -372,31 +368,3 @@ class Trail(TrailReader):
                                       ref=self.ref, snapshot=self._snapshot)
         return VerifyResult(not problems, len(snap.records), self.mode, self.ref, snap.tip,
                             tuple(problems), tuple(self.warnings))
-
-
-
-__all__ = [
-    "CHAIN_FIELDS",
-    "MAX_ATTEMPTS",
-    "MIN_SECRET_LEN",
-    "MODES",
-    "AppendResult",
-    "Deployment",
-    "PendingRecord",
-    "Problem",
-    "SecretInRecord",
-    "SpoolUnwritable",
-    "StoredRecord",
-    "Trail",
-    "TrailReader",
-    "TrailStatus",
-    "VerifyResult",
-    "digest",
-    "encode",
-    "interrupted_runs",
-    "new_run_id",
-    "now_utc",
-    "parse_time",
-    "record_time",
-    "scrub",
-]

@@ -45,7 +45,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from gitops_push.audit.trail import AppendResult, PendingRecord, Trail
+from gitops_push.audit.results import AppendResult
+from gitops_push.audit.trail import PendingRecord, Trail
 from gitops_push.errors import LockError
 from gitops_push.git import push
 from gitops_push.lock.set import LockSet

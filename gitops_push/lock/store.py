@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Any
 
 from gitops_push import ci as ci_env
-from gitops_push.audit.trail import parse_time
+from gitops_push.audit.record import parse_time
 from gitops_push.errors import LockError, UserError
 from gitops_push.git import (
     NETWORK_TIMEOUT,

@@ -16,7 +16,7 @@ from typing import Any
 
 from gitops_push import audit
 from gitops_push.config import Config
-from gitops_push.detect import changes
+from gitops_push.detect import range as range_mod
 from gitops_push.detect.changes import ChangeSet, StackChange
 from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.errors import ExitCode
@@ -160,7 +160,7 @@ def _newer_deployment(session: Session, gate: RunGate, stack: str) -> str | None
     sha = deployed_commits(gate.records_under_lock(stack)).get(stack)
     if sha is None or sha == session.head:
         return None
-    if not session.repo.has_commit(sha) and not changes.ensure_commit(session.repo, sha):
+    if not session.repo.has_commit(sha) and not range_mod.ensure_commit(session.repo, sha):
         return None  # as at selection: a commit we cannot see is not known to be newer
     return sha if session.repo.is_ancestor(session.head, sha) else None
 

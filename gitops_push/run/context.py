@@ -190,7 +190,7 @@ def plan_message(plan: PlanResult) -> str:
 def new_session(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str],
                 reporter: Reporter | None, cancel: threading.Event | None, head: str,
                 work_root: Path) -> Session:
-    from gitops_push.audit.trail import new_run_id
+    from gitops_push.audit.record import new_run_id
 
     run_id = environ.get(ci_env.ENV_RUN_ID) or new_run_id()
     return Session(repo=repo, config=config, environ=environ, options=opts,

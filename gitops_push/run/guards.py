@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from gitops_push import ci as ci_env
 from gitops_push.config import Config
-from gitops_push.detect import changes
+from gitops_push.detect import range as range_mod
 from gitops_push.detect.changes import ChangeSet
 from gitops_push.errors import UserError
 from gitops_push.git import Repo
@@ -19,7 +19,7 @@ def check_branch(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[
                  ) -> str | None:
     """Apply only from the default branch (``--allow-branch`` overrides, and is recorded)."""
     ctx = ci_env.detect(environ)
-    default = changes.default_branch(repo, config, ctx)
+    default = range_mod.default_branch(repo, config, ctx)
     current = repo.current_branch() or ctx.branch
     if default is None:
         if opts.allow_branch:

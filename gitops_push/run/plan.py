@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gitops_push import ci as ci_env
 from gitops_push.config import Config
-from gitops_push.detect import changes
+from gitops_push.detect import range as range_mod
 from gitops_push.detect.changes import ChangeSet, StackChange
 from gitops_push.errors import ExitCode
 from gitops_push.git import Repo
@@ -76,7 +76,7 @@ def plan_selection(repo: Repo, config: Config, opts: RunOptions, environ: Mappin
     explicit = opts.base is not None or opts.head is not None or opts.all_stacks or opts.stacks
     if not explicit:
         ctx = ci_env.detect(environ)
-        default = changes.default_branch(repo, config, ctx)
+        default = range_mod.default_branch(repo, config, ctx)
         is_mr = ctx.base_kind == "pr-base"
         current = repo.current_branch() or ctx.branch  # CI runners often detach HEAD
         if default is not None and not is_mr and current == default:

@@ -12,8 +12,9 @@ from typing import Any, Generic, TypeVar
 from gitops_push import __version__, audit, engines
 from gitops_push import ci as ci_env
 from gitops_push.config import Config, Stack
-from gitops_push.detect import changes
-from gitops_push.detect.changes import ChangeSet, Range
+from gitops_push.detect import range as range_mod
+from gitops_push.detect.changes import ChangeSet
+from gitops_push.detect.range import Range
 from gitops_push.errors import AuditError, GitopsPushError
 from gitops_push.git import Repo
 from gitops_push.lock import LockSet, RunGate, RunLocks, active_run_ids
@@ -128,7 +129,7 @@ def secrets_of(repo: Repo, stacks: list[Stack] | None, environ: Mapping[str, str
 def open_trail(repo: Repo, config: Config, environ: Mapping[str, str],
                stacks: list[Stack] | None = None) -> audit.Trail:
     """The audit trail; a credential's value in a record is replaced by a marker naming it."""
-    branch = changes.default_branch(repo, config, ci_env.detect(environ))
+    branch = range_mod.default_branch(repo, config, ci_env.detect(environ))
     return audit.Trail(repo, config.audit, environ=environ, default_branch=branch,
                        secrets=secrets_of(repo, stacks, environ))
 

@@ -25,9 +25,11 @@ from typing import Any
 from gitops_push import engines
 from gitops_push.config import Config
 from gitops_push.detect import changes
-from gitops_push.detect.changes import ChangeSet, Range, stack_inputs
+from gitops_push.detect import range as range_mod
+from gitops_push.detect.changes import ChangeSet, stack_inputs
 from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.detect.inputs import RefIndex
+from gitops_push.detect.range import Range
 from gitops_push.errors import GitError, UserError
 from gitops_push.git import Repo
 from gitops_push.git.plumbing import commit_restored, push_head, reset_hard, restored_commit
@@ -45,7 +47,7 @@ def resolve_target(repo: Repo, records: list[dict[str, Any]], to: str) -> tuple[
     for rec in reversed(records):
         if rec.get("run_id") == to and isinstance(rec.get("head"), str):
             sha = str(rec["head"])
-            if not changes.ensure_commit(repo, sha):
+            if not range_mod.ensure_commit(repo, sha):
                 raise GitError(f"run {to!r} deployed {sha[:12]}, which is not in this clone")
             return sha, to
     return repo.resolve(to, what="--to"), None

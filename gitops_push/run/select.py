@@ -10,8 +10,10 @@ from typing import Any
 
 from gitops_push.config import Config, Stack
 from gitops_push.detect import changes
-from gitops_push.detect.changes import ChangeSet, Range, StackChange
+from gitops_push.detect import range as range_mod
+from gitops_push.detect.changes import ChangeSet, StackChange
 from gitops_push.detect.discovery import resolve_stacks
+from gitops_push.detect.range import Range
 from gitops_push.errors import UserError
 from gitops_push.git import Repo
 from gitops_push.run.model import DEPLOY_COMMANDS, RunOptions, StackOutcome
@@ -104,7 +106,7 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
     for sha, group in by_base.items():
         if sha == head:
             continue
-        if not changes.ensure_commit(repo, sha):
+        if not range_mod.ensure_commit(repo, sha):
             warnings.append(f"last deployed commit {sha[:12]} is not available locally: "
                             f"treating {', '.join(s.name for s in group)} as changed")
             for s in group:

@@ -8,8 +8,8 @@ from typing import Any
 from gitops_push import audit
 from gitops_push.config import Config
 from gitops_push.detect import changes
-from gitops_push.detect.changes import Range
 from gitops_push.detect.discovery import resolve_stacks
+from gitops_push.detect.range import Range
 from gitops_push.git import Repo
 from gitops_push.run.select import last_deployments
 
