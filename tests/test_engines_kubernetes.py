@@ -22,8 +22,8 @@ from gitops_push.config import Stack
 from gitops_push.config.schema import Section
 from gitops_push.engines.base import EngineContext, LintResult, PlanResult
 from gitops_push.engines.kubernetes import engine as k8s
-from gitops_push.engines.kubernetes.kubectl import conflicts, explain, kubeconfig_secrets
-from gitops_push.engines.kubernetes.objects import changed_paths
+from gitops_push.engines.kubernetes.access import conflicts, explain, kubeconfig_secrets
+from gitops_push.engines.kubernetes.diff import changed_paths
 from gitops_push.engines.kubernetes.wait import deployment_status, job_status
 from gitops_push.errors import ConfigError, GitopsPushError, ToolError, UserError
 
@@ -758,7 +758,8 @@ def test_apply_refuses_a_plan_whose_secret_changed_since(deployer: Deployer, kub
 
 def test_kubeconfig_tokens_and_keys_are_redacted_from_kubectl_output(
         deployer: Deployer, kube: Any) -> None:
-    from gitops_push.engines.kubernetes.kubectl import Kubectl, resolve_access
+    from gitops_push.engines.kubernetes.access import resolve_access
+    from gitops_push.engines.kubernetes.kubectl import Kubectl
 
     ctx = deployer.ctx()
     access = resolve_access(kubeconfig=str(kube.kubeconfig), kubeconfig_env=None, context=None,

@@ -37,34 +37,38 @@ from gitops_push.engines.base import (
 )
 from gitops_push.engines.kubernetes import inputs as k8s_inputs
 from gitops_push.engines.kubernetes import lint as lintmod
-from gitops_push.engines.kubernetes.kubectl import (
+from gitops_push.engines.kubernetes.access import (
     GLOBAL_CAUSES,
+    kubeconfig_paths,
+    kubeconfig_secret_labels,
+    resolve_access,
+)
+from gitops_push.engines.kubernetes.diff import (
+    IgnoreRule,
+    field_changes,
+    is_secret,
+    masked,
+    prepared_body,
+    secret_fields,
+    secret_values,
+)
+from gitops_push.engines.kubernetes.kubectl import (
     INSTALL_HINT,
     KUBECTL,
     ApiResource,
     Inventory,
     Kubectl,
     Labelled,
-    kubeconfig_paths,
-    kubeconfig_secret_labels,
-    resolve_access,
 )
 from gitops_push.engines.kubernetes.objects import (
     STACK_LABEL,
-    IgnoreRule,
     Manifest,
     ObjRef,
     crd_kinds,
     dump_yaml,
-    field_changes,
-    is_secret,
     kustomization_file,
     label_value_problem,
-    masked,
     phase_of,
-    prepared_body,
-    secret_fields,
-    secret_values,
     sort_key,
 )
 from gitops_push.engines.kubernetes.owners import (

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from gitops_push.engines.base import Diagnostic
+from gitops_push.engines.kubernetes.diff import is_secret, secret_fields
 from gitops_push.engines.kubernetes.objects import (
     CLUSTER_SCOPED,
     Manifest,
     ObjRef,
     crd_kinds,
     identity_problem,
-    is_secret,
     key_line,
-    secret_fields,
 )
 
 MAX_SCHEMA_ERRORS = 5  # per object: the first few say enough

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gitops_push.engines.kubernetes.objects import IgnoreRule, pointer_parts
+from gitops_push.engines.kubernetes.diff import IgnoreRule, pointer_parts
 
 if TYPE_CHECKING:
     from gitops_push.config import Stack

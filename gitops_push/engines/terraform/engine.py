@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +42,8 @@ from gitops_push.engines.terraform.cli import (
     seconds,
     show_json,
 )
-from gitops_push.engines.terraform.lint import repo_path, unformatted, validate_diagnostics
+from gitops_push.engines.terraform.fmt import FmtRuns
+from gitops_push.engines.terraform.lint import repo_path, validate_diagnostics
 from gitops_push.engines.terraform.plan import (
     PLAN_FILE,
     SUMMARY_FILE,
@@ -83,13 +83,6 @@ _STALE_MARKER = "Saved plan is stale"
 # -- the engine --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Fmt:
-    """What ``fmt -check`` found: unformatted files (absolute) with the first changed line,
-    or why fmt itself failed (a syntax error, which validate then reports located)."""
-
-    files: tuple[tuple[Path, int | None], ...] = ()
-    error: str | None = None
 
 
 class TerraformEngine:
@@ -102,9 +95,7 @@ class TerraformEngine:
         self._lock = threading.Lock()
         self._cache_locks: dict[str, threading.Lock] = {}
         self._inited: dict[tuple[str, str, tuple[str, ...]], proc.Result] = {}
-        self._fmt_paths: dict[str, set[str]] = {}  # binary -> stack paths check() was given
-        self._fmt_runs: dict[tuple[str, str], str | None] = {}
-        self._fmt_lock = threading.Lock()
+        self._fmt = FmtRuns()
 
     # -- preflight ---------------------------------------------------------------------
     def check(self, stacks: list[Stack], env: Mapping[str, str]) -> None:
@@ -114,8 +105,7 @@ class TerraformEngine:
             if isinstance(stack.settings, TerraformSettings):
                 binary = resolve_binary(stack.settings, env)
                 users.setdefault(binary, []).append(stack.name)
-                with self._fmt_lock:
-                    self._fmt_paths.setdefault(binary, set()).add(stack.path)
+                self._fmt.add(binary, stack.path)
         for binary, names in users.items():
             self.version(binary, env, f"used by stack {', '.join(sorted(names))}")
 
@@ -131,7 +121,6 @@ class TerraformEngine:
         return version
 
     # -- lint --------------------------------------------------------------------------
-    # -- lint --------------------------------------------------------------------------
     def lint(self, stack: Stack, ctx: EngineContext) -> LintResult:
         """``fmt -check`` and ``validate -json``, every finding located as repo file:line.
 
@@ -141,7 +130,7 @@ class TerraformEngine:
         tf = self._prepare(stack, ctx)
         settings = settings_of(stack)
         with ThreadPoolExecutor(max_workers=1) as pool:  # fmt reads only the .tf files
-            fmt_job = pool.submit(self._fmt, tf, stack)
+            fmt_job = pool.submit(self._fmt.findings, tf, stack)
             init = self._init(tf, settings, backend=not ctx.lint_only, check=False)
             fmt = fmt_job.result()
         if init.returncode != 0 and not ctx.lint_only:
@@ -168,54 +157,6 @@ class TerraformEngine:
                 for name, line in fmt.files
             ]
         return LintResult(stack=stack.name, diagnostics=tuple(diags))
-
-    def _fmt(self, tf: Tf, stack: Stack) -> _Fmt:
-        """Unformatted files of the stack: from the run's one ``fmt`` over every stack
-        when there is one, else from ``fmt`` in the stack's directory."""
-        batch = self._fmt_batch(tf, stack)
-        if batch is not None:
-            root = tf.ctx.stack_dir.resolve()
-            files = {path: line for name, line in unformatted(batch)
-                     if (path := (tf.ctx.repo_root / name).resolve()) == root
-                     or root in path.parents}
-            return _Fmt(tuple(files.items()))
-        result = tf.run("fmt", "-check", "-recursive", "-diff", "-no-color",
-                        stream=False, check=False)
-        if result.returncode not in (0, 3):  # the ``diff`` program -diff needs is missing?
-            result = tf.run("fmt", "-check", "-recursive", "-no-color", stream=False,
-                            check=False)
-        if result.returncode not in (0, 3):
-            return _Fmt(error=" ".join(result.stderr.split())[:500]
-                        or f"exit code {result.returncode}")
-        return _Fmt(tuple((tf.ctx.stack_dir / name, line)
-                          for name, line in unformatted(result.stdout)))
-
-    def _fmt_batch(self, tf: Tf, stack: Stack) -> str | None:
-        """Output of ``fmt -check -diff`` run once for all the run's stacks of this binary (those
-        ``check`` was given): each terraform start costs 40-50 ms of CPU. None when the
-        stack is not among them (a base worktree) or the joint run failed (a syntax error
-        somewhere): the caller then runs fmt in the stack alone, as before."""
-        ctx = tf.ctx
-        root = ctx.repo_root
-        with self._fmt_lock:
-            paths = sorted(p for p in self._fmt_paths.get(tf.binary, ())
-                           if (root / p).is_dir())
-            if len(paths) < 2 or stack.path not in paths or \
-                    ctx.stack_dir.resolve() != (root / stack.path).resolve():
-                return None
-            key = (tf.binary, os.fspath(root))
-            if key not in self._fmt_runs:
-                # outermost directories only: -recursive covers nested stacks, and a
-                # directory given twice would list its files twice
-                outer = [p for p in paths if not any(
-                    q == "." or p.startswith(q + "/") for q in paths if q != p)]
-                result = proc.run(
-                    [tf.binary, "fmt", "-check", "-recursive", "-diff", "-no-color",
-                     *(f"./{p}" for p in outer)],  # ./ : a path never reads as an option
-                    env=tf.env, cwd=root, timeout=tf.timeout, check=False, cancel=ctx.cancel,
-                    secrets=tf.secrets, what=f"{tf.label} fmt")
-                self._fmt_runs[key] = result.stdout if result.returncode in (0, 3) else None
-            return self._fmt_runs[key]
 
     # -- plan --------------------------------------------------------------------------
     def plan(self, stack: Stack, ctx: EngineContext, *, destroy: bool = False) -> PlanResult:
