@@ -21,7 +21,9 @@ from gitops_push import config
 from gitops_push.config import Stack
 from gitops_push.config.schema import Section
 from gitops_push.engines.base import EngineContext, LintResult, PlanResult
+from gitops_push.engines.kubernetes import compare as k8s_compare
 from gitops_push.engines.kubernetes import engine as k8s
+from gitops_push.engines.kubernetes import saved as k8s_saved
 from gitops_push.engines.kubernetes.access import conflicts, explain, kubeconfig_secrets
 from gitops_push.engines.kubernetes.diff import changed_paths
 from gitops_push.engines.kubernetes.wait import deployment_status, job_status
@@ -356,13 +358,14 @@ def test_prunes_that_cascade_need_consent_and_plain_ones_do_not() -> None:
     crd = ObjRef("apiextensions.k8s.io", "CustomResourceDefinition", "", "widgets.example.com")
     ns = ObjRef("", "Namespace", "", "team")
     cm = ObjRef("", "ConfigMap", "team", "web")
-    assert k8s._cascading_prunes([cm], destroy=False) == ()
-    assert k8s._cascading_prunes([cm, ns, crd], destroy=False) == (
+    assert k8s_compare.cascading_prunes([cm], destroy=False) == ()
+    assert k8s_compare.cascading_prunes([cm, ns, crd], destroy=False) == (
         "pruning Namespace team deletes everything in it, also objects gitops-push does not "
         "manage",
         "pruning CustomResourceDefinition widgets.example.com deletes every custom resource "
         "of that kind in the cluster")
-    assert k8s._cascading_prunes([ns, crd], destroy=True) == ()  # destroy has its own consent
+    # destroy has its own consent
+    assert k8s_compare.cascading_prunes([ns, crd], destroy=True) == ()
 
 
 def test_prune_false_leaves_removed_objects(deployer: Deployer, kube: Any) -> None:
@@ -742,7 +745,7 @@ def test_secret_values_never_appear_in_results_lines_errors_or_plan_files(
     for value in (PASSWORD, TOKEN, "a-new-password-456"):
         assert value not in everything
         assert base64.b64encode(value.encode()).decode() not in everything
-    assert "(sensitive)" in (deployer.root / "work" / "web" / k8s.MANIFESTS_FILE).read_text()
+    assert "(sensitive)" in (deployer.root / "work" / "web" / k8s_saved.MANIFESTS_FILE).read_text()
 
 
 def test_apply_refuses_a_plan_whose_secret_changed_since(deployer: Deployer, kube: Any) -> None:

@@ -10,20 +10,15 @@ docs/kubernetes.md for the settings, the inventory and the drift rules.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import secrets as secrets_mod
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitops_push import proc
-from gitops_push.config.project import default_project
 from gitops_push.engines.base import (
     ApplyResult,
     Change,
@@ -38,33 +33,34 @@ from gitops_push.engines.base import (
 from gitops_push.engines.kubernetes import inputs as k8s_inputs
 from gitops_push.engines.kubernetes import lint as lintmod
 from gitops_push.engines.kubernetes.access import (
-    GLOBAL_CAUSES,
     kubeconfig_paths,
     kubeconfig_secret_labels,
-    resolve_access,
+)
+from gitops_push.engines.kubernetes.compare import (
+    ClusterState,
+    Desired,
+    Target,
+    action_of,
+    cascading_prunes,
 )
 from gitops_push.engines.kubernetes.diff import (
     IgnoreRule,
-    field_changes,
     is_secret,
     masked,
-    prepared_body,
     secret_fields,
     secret_values,
 )
 from gitops_push.engines.kubernetes.kubectl import (
     INSTALL_HINT,
     KUBECTL,
-    ApiResource,
+    MIN_KUBECTL,
     Inventory,
     Kubectl,
-    Labelled,
+    kubectl_version,
 )
 from gitops_push.engines.kubernetes.objects import (
     STACK_LABEL,
-    Manifest,
     ObjRef,
-    crd_kinds,
     dump_yaml,
     kustomization_file,
     label_value_problem,
@@ -72,17 +68,19 @@ from gitops_push.engines.kubernetes.objects import (
     sort_key,
 )
 from gitops_push.engines.kubernetes.owners import (
-    Owner,
-    check_owners,
     inventory_name,
     legacy_inventory_name,
-    prunable,
-    read_inventory,
-    taken_over,
     takeover_notes,
-    write_inventory,
 )
 from gitops_push.engines.kubernetes.render import lint_kustomize, read_files, render
+from gitops_push.engines.kubernetes.saved import (
+    MANIFESTS_FILE,
+    PLAN_FILE,
+    PLAN_FORMAT,
+    digest_matches,
+    read_plan,
+    secret_digest,
+)
 from gitops_push.engines.kubernetes.settings import (
     KubernetesSettings,
     env_names,
@@ -100,90 +98,15 @@ if TYPE_CHECKING:
 __all__ = ["ENGINE", "IgnoreRule", "KubernetesEngine", "KubernetesSettings", "env_names",
            "inventory_name", "legacy_inventory_name", "parse_settings"]
 
-PLAN_FILE = "kubernetes-plan.json"
-MANIFESTS_FILE = "manifests.yaml"
-PLAN_FORMAT = 2  # 2: the project and the fields taken over
-MIN_KUBECTL = (1, 26)
-_SCRYPT_N = 2**14
-
 
 # -- plan data -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Desired:
-    """One object as it will be applied."""
-
-    ref: ObjRef
-    version: str  # apiVersion's version part (for reading status)
-    body: dict[str, Any]
-    source: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """Everything about where a stack goes: kubectl, scopes, namespaces, inventory."""
-
-    kubectl: Kubectl
-    resources: dict[tuple[str, str], ApiResource]
-    default_ns: str
-    inventory_name: str
-    inventory_ns: str
-    project: str
-    force: bool  # take over the fields git declares (conflicts: force, or --force-conflicts)
-
-
-@dataclass(frozen=True)
-class Compared:
-    """One object against the cluster: live state, changed fields, fields taken over."""
-
-    live: dict[str, Any] | None
-    fields: tuple[str, ...]
-    taken: dict[str, tuple[str, ...]]  # other field manager -> fields applying takes back
-
-
-def _secret_digest(fields: Mapping[str, Any], salt: bytes | None = None) -> str:
-    """A slow salted hash (scrypt) of a Secret's values: checkable, not guessable."""
-    salt = salt or secrets_mod.token_bytes(16)
-    canonical = json.dumps(fields, sort_keys=True).encode()
-    digest = hashlib.scrypt(canonical, salt=salt, n=_SCRYPT_N, r=8, p=1, dklen=32)
-    return f"scrypt${_SCRYPT_N}${salt.hex()}${digest.hex()}"
-
-
-def _digest_matches(fields: Mapping[str, Any], recorded: str) -> bool:
-    try:
-        _, _, salt, _ = recorded.split("$")
-        return secrets_mod.compare_digest(_secret_digest(fields, bytes.fromhex(salt)), recorded)
-    except ValueError:
-        return False
 
 
 # -- the engine ----------------------------------------------------------------------
 
-class KubernetesEngine:
+class KubernetesEngine(ClusterState):
     name = "kubernetes"
 
-    def __init__(self) -> None:
-        self._versions: dict[str, str] = {}
-        self._projects: dict[Path, str] = {}
-        self._lock = threading.Lock()
-
-    def _project(self, ctx: EngineContext) -> str:
-        """The ``project:`` key, else derived from the repository (asked once per run)."""
-        configured = ctx.extra.get("project")
-        if isinstance(configured, str) and configured:
-            return configured
-        with self._lock:
-            if ctx.repo_root not in self._projects:
-                self._projects[ctx.repo_root] = default_project(ctx.repo_root, ctx.env)
-            return self._projects[ctx.repo_root]
-
-    def _version(self, kc: Kubectl) -> str:
-        """kubectl's version, asked once per run (it is the same binary for every stack)."""
-        path = kc.ctx.env.get("PATH", "")
-        with self._lock:
-            if path not in self._versions:
-                self._versions[path] = kc.version()
-            return self._versions[path]
 
     # -- check ----------------------------------------------------------------------
     def check(self, stacks: list[Stack], env: Mapping[str, str]) -> None:
@@ -197,7 +120,7 @@ class KubernetesEngine:
             raise ToolError(f"kubectl is needed for the Kubernetes stacks "
                             f"({', '.join(s.name for s in stacks)}) but "
                             f"{exc.message.split(': ', 1)[-1]}; {INSTALL_HINT}") from exc
-        version = _kubectl_version(result.stdout)
+        version = kubectl_version(result.stdout)
         if version is not None and version < MIN_KUBECTL:
             raise ToolError(f"kubectl {version[0]}.{version[1]} is too old; {INSTALL_HINT}")
 
@@ -227,126 +150,6 @@ class KubernetesEngine:
                                     file=stack.path))
         return LintResult(stack.name, tuple(diags))
 
-    # -- the target cluster ---------------------------------------------------------
-    def _target(self, stack: Stack, ctx: EngineContext, s: KubernetesSettings,
-                on_line: Callable[[str], None] | None = None) -> Target:
-        problem = label_value_problem(stack.name)
-        if problem:
-            raise UserError(f"stack {stack.name!r}: {problem}",
-                            path=None if stack.origin == "discovered" else stack.origin)
-        access = resolve_access(kubeconfig=s.kubeconfig, kubeconfig_env=s.kubeconfig_env,
-                                context=s.context, ctx=ctx, stack=stack.name)
-        kc = Kubectl(access, ctx if on_line is None else replace(ctx, on_line=on_line),
-                     stack.name, field_manager=s.field_manager, server_side=s.server_side)
-        default_ns = s.namespace or kc.context_namespace() or "default"
-        resources = kc.api_resources()
-        project = self._project(ctx)
-        return Target(kc, resources, default_ns, inventory_name(project, stack.name),
-                      s.inventory_namespace or default_ns, project,
-                      force=bool(ctx.extra.get("force_conflicts")) or s.conflicts == "force")
-
-    @staticmethod
-    def _inventory(stack: Stack, target: Target) -> Inventory:
-        return read_inventory(target.kubectl, target.inventory_name, target.inventory_ns,
-                              stack.name, target.project)
-
-    @staticmethod
-    def _write_inventory(target: Target, inventory: Inventory,
-                         refs: frozenset[ObjRef] | set[ObjRef]) -> None:
-        write_inventory(target.kubectl, target.inventory_name, target.inventory_ns, refs,
-                        target.project, inventory)
-
-    def _desired(self, stack: Stack, s: KubernetesSettings, target: Target,
-                 manifests: Sequence[Manifest]) -> list[Desired]:
-        """Scope each object (discovery, or the stack's own CRDs), label it, order it."""
-        crds = crd_kinds(manifests)
-        out: dict[ObjRef, Desired] = {}
-        for m in manifests:
-            res = target.resources.get((m.group, m.kind))
-            namespaced = res.namespaced if res else crds.get((m.group, m.kind))
-            if namespaced is None:
-                raise ToolError(
-                    f"stack {stack.name!r}: {m.kind} {m.name} ({m.source}): unknown kind "
-                    f"{m.kind} in {m.api_version} - the cluster has no such resource and no "
-                    "CustomResourceDefinition in this stack defines it")
-            ref = ObjRef(m.group, m.kind, (m.namespace or target.default_ns) if namespaced
-                         else "", m.name)
-            if ref in out:
-                raise UserError(f"stack {stack.name!r}: {ref.address} is defined twice: at "
-                                f"{out[ref].source} and at {m.source}", path=m.source)
-            body = prepared_body(m, namespace=ref.namespace, stack=stack.name,
-                                 project=target.project, rules=s.ignore_differences, ref=ref)
-            out[ref] = Desired(ref, m.api_version.rpartition("/")[2], body, m.source)
-            target.kubectl.add_secrets(secret_values(m.body))
-        return sorted(out.values(), key=lambda d: sort_key(d.ref))
-
-    def _compare(self, stack: Stack, s: KubernetesSettings, target: Target,
-                 desired: Sequence[Desired], force: bool) -> dict[ObjRef, Compared]:
-        """ref -> live object, changed fields and fields taken over, via kubectl diff in two
-        stages; an object another project owns stops the stack.
-
-        Objects in a Namespace, or of a CRD, that the stack itself has yet to create cannot
-        be dry-run (the API server rejects them), so they count as created.
-        """
-        out: dict[ObjRef, Compared] = {}
-        first = [d for d in desired if phase_of(d.ref) == 0]
-        rest = [d for d in desired if phase_of(d.ref) == 1]
-        out.update(self._diff(target, s, first, force))
-        new_ns = {r.name for r, c in out.items() if r.kind == "Namespace" and not c.live}
-        deferred = [d for d in rest if d.ref.namespace in new_ns
-                    or (d.ref.group, d.ref.kind) not in target.resources]
-        for d in deferred:
-            out[d.ref] = Compared(None, (), {})
-        out.update(self._diff(target, s, [d for d in rest if d not in deferred], force))
-        check_owners(stack.name, target.project, {r: c.live for r, c in out.items()})
-        return out
-
-    def _diff(self, target: Target, s: KubernetesSettings, items: Sequence[Desired],
-              force: bool) -> dict[ObjRef, Compared]:
-        kc = target.kubectl
-        try:
-            pairs = kc.diff([d.body for d in items], force=force)
-        except ToolError as exc:
-            raise self._blame(exc, items, lambda d: kc.diff(
-                [d.body], force=force, what=d.ref, stream=False)) from exc
-        out: dict[ObjRef, Compared] = {}
-        for d in items:
-            if d.ref not in pairs:
-                raise ToolError(f"stack {kc.stack!r}: {d.ref.address}: kubectl diff reported "
-                                "nothing for it")
-            live, merged = pairs[d.ref]
-            out[d.ref] = Compared(live, field_changes(live, merged, d.ref, s.ignore_differences),
-                                  taken_over(live, merged, kc.field_manager))
-        return out
-
-    @staticmethod
-    def _blame(exc: ToolError, items: Sequence[Desired],
-               probe: Callable[[Desired], object]) -> ToolError:
-        """Re-run one object at a time to name the one a batch failed on.
-
-        Not for failures that are about the cluster, not an object (unreachable...).
-        """
-        cause = exc.message.split(": ", 1)[-1]
-        if cause.startswith(GLOBAL_CAUSES):
-            return exc
-        for d in items:
-            try:
-                probe(d)
-            except ToolError as single:
-                return single
-        return exc
-
-    def _labelled(self, stack: Stack, target: Target, refs: Sequence[ObjRef],
-                  inventory: Inventory) -> dict[ObjRef, Labelled]:
-        """This stack's live objects of the kinds and namespaces in ``refs``: the stack label
-        and this project's (another project's same-named stack is not this one)."""
-        types = [target.resources[(r.group, r.kind)] for r in refs
-                 if (r.group, r.kind) in target.resources]
-        namespaces = {r.namespace for r in refs if r.namespace}
-        found = target.kubectl.labelled(types, namespaces, STACK_LABEL, stack.name)
-        return {r: lab for r, lab in found.items()
-                if prunable(Owner(lab.project, stack.name), target.project, stack.name, r,
-                            inventory.refs)}
 
     # -- plan -----------------------------------------------------------------------
     def plan(self, stack: Stack, ctx: EngineContext, *, destroy: bool = False) -> PlanResult:
@@ -356,7 +159,7 @@ class KubernetesEngine:
         desired = self._desired(stack, s, target, manifests)
         inventory = self._inventory(stack, target)
         compared = self._compare(stack, s, target, desired, target.force)
-        changes = [Change(d.ref.address, _action(compared[d.ref]), compared[d.ref].fields)
+        changes = [Change(d.ref.address, action_of(compared[d.ref]), compared[d.ref].fields)
                    for d in desired]
         gone = sorted(inventory.refs - {d.ref for d in desired}, key=sort_key, reverse=True)
         notes = [n for d in desired for n in takeover_notes(d.ref.address,
@@ -374,7 +177,7 @@ class KubernetesEngine:
                    version)
         return PlanResult(stack.name, tuple(changes), destroy=destroy, artifact=ctx.work_dir,
                           tool_version=version, notes=tuple(notes),
-                          needs_consent=_cascading_prunes(prune, destroy))
+                          needs_consent=cascading_prunes(prune, destroy))
 
     def _save(self, ctx: EngineContext, stack: Stack, s: KubernetesSettings, target: Target,
               inventory: Inventory, desired: Sequence[Desired], changes: Sequence[Change],
@@ -386,7 +189,7 @@ class KubernetesEngine:
             fields = secret_fields(d.body) if is_secret(d.body) else {}
             objects.append({"ref": d.ref.to_json(), "version": d.version, "source": d.source,
                             "body": masked(d.body),
-                            "secret_digest": _secret_digest(fields) if fields else None})
+                            "secret_digest": secret_digest(fields) if fields else None})
         data = {
             "format": PLAN_FORMAT, "stack": stack.name, "destroy": destroy,
             "settings": s.fingerprint(), "tool_version": version,
@@ -405,13 +208,13 @@ class KubernetesEngine:
                      what="rendered manifests")
 
     def load_plan(self, stack: Stack, ctx: EngineContext, artifact: Path) -> PlanResult:
-        data = _read_plan(artifact, stack, settings_of(stack))
+        data = read_plan(artifact, stack, settings_of(stack))
         changes = tuple(Change(c["address"], c["action"], tuple(c.get("fields", ())))
                         for c in data["changes"])
         return PlanResult(stack.name, changes, destroy=bool(data["destroy"]), artifact=artifact,
                           tool_version=str(data.get("tool_version", "")),
                           notes=tuple(data.get("notes", ())),
-                          needs_consent=_cascading_prunes(
+                          needs_consent=cascading_prunes(
                               [ObjRef.from_json(r) for r in data["prune"]],
                               bool(data["destroy"])))
 
@@ -420,7 +223,7 @@ class KubernetesEngine:
         """Apply exactly the planned objects; stop at the first failure."""
         start = time.monotonic()
         s = settings_of(stack)
-        data = _read_plan(plan.artifact or ctx.work_dir, stack, s)
+        data = read_plan(plan.artifact or ctx.work_dir, stack, s)
         tail: deque[str] = deque(maxlen=40)
 
         def on_line(line: str) -> None:
@@ -483,7 +286,7 @@ class KubernetesEngine:
         for d in desired:
             if d.ref in digests:
                 fields = current.get(d.ref)
-                if fields is None or not _digest_matches(fields, digests[d.ref]):
+                if fields is None or not digest_matches(fields, digests[d.ref]):
                     raise UserError(f"stack {stack.name!r}: the plan is stale: {d.ref.address} "
                                     "changed since the plan was made; plan again")
                 body = {**d.body, **fields}
@@ -556,37 +359,6 @@ class KubernetesEngine:
 
 # -- helpers -------------------------------------------------------------------------
 
-def _action(c: Compared) -> str:
-    if c.live is None:
-        return "create"
-    return "update" if c.fields else "no-op"
-
-
-def _read_plan(artifact: Path, stack: Stack, s: KubernetesSettings) -> dict[str, Any]:
-    path = artifact / PLAN_FILE
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise UserError(f"stack {stack.name!r}: no Kubernetes plan at {path}") from exc
-    except (OSError, ValueError) as exc:
-        raise UserError(f"stack {stack.name!r}: cannot read the plan {path}: {exc}") from exc
-    if data.get("format") != PLAN_FORMAT or data.get("stack") != stack.name:
-        raise UserError(f"stack {stack.name!r}: {path} is not a plan for this stack "
-                        f"(format {data.get('format')}, stack {data.get('stack')!r})")
-    if data.get("settings") != s.fingerprint():
-        raise UserError(f"stack {stack.name!r}: the plan is stale: the stack's kubernetes "
-                        "settings changed since it was made; plan again")
-    return data
-
-
-def _kubectl_version(text: str) -> tuple[int, int] | None:
-    try:
-        git_version = json.loads(text)["clientVersion"]["gitVersion"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    m = re.match(r"v?(\d+)\.(\d+)", str(git_version))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
 
 def _factory() -> KubernetesEngine:
     return KubernetesEngine()
@@ -618,19 +390,3 @@ ENGINE = EngineSpec(
 )
 
 
-def _cascading_prunes(prune: Sequence[ObjRef], destroy: bool) -> tuple[str, ...]:
-    """Prunes that delete more than themselves need the consent destroying a stack needs:
-    a Namespace takes every object in it, a CustomResourceDefinition every custom resource
-    of its kind in the cluster, also those no stack manages. (A removed stack's destroy
-    already needs --allow-destroy.)"""
-    if destroy:
-        return ()
-    out: list[str] = []
-    for r in prune:
-        if (r.group, r.kind) == ("", "Namespace"):
-            out.append(f"pruning Namespace {r.name} deletes everything in it, also objects "
-                       "gitops-push does not manage")
-        elif (r.group, r.kind) == CRD:
-            out.append(f"pruning CustomResourceDefinition {r.name} deletes every custom "
-                       "resource of that kind in the cluster")
-    return tuple(out)

@@ -328,3 +328,15 @@ def _one_doc(path: Path) -> dict[str, Any] | None:
         raise ToolError(f"could not read kubectl diff output {path.name}: {exc}") from exc
     body = docs[0][0] if docs else None
     return body if isinstance(body, dict) else None
+
+
+MIN_KUBECTL = (1, 26)
+
+
+def kubectl_version(text: str) -> tuple[int, int] | None:
+    try:
+        git_version = json.loads(text)["clientVersion"]["gitVersion"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    m = re.match(r"v?(\d+)\.(\d+)", str(git_version))
+    return (int(m.group(1)), int(m.group(2))) if m else None
