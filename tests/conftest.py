@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +14,48 @@ import pytest
 
 pytest_plugins = ["fixtures_kube"]
 
-REAL_HOME = Path(os.path.expanduser("~"))
+REAL_HOME = Path(os.path.expanduser("~")).resolve()
+
+# What this test process writes under the real home directory, seen through Python's audit
+# hooks (PEP 578): only the test's own writes count, never another process on the machine
+# touching ~/.kube or ~/.cache. Tools the test starts get HOME pointed at a temporary
+# directory (isolated_env), so they cannot write there either.
+_WRITE_EVENTS = frozenset({"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.symlink",
+                           "os.link", "os.truncate", "os.chmod", "os.utime", "shutil.rmtree",
+                           "shutil.copyfile", "shutil.move"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_home_writes: list[str] | None = None  # a list while a test runs
 
 
-def _home_snapshot() -> dict[str, float]:
-    try:
-        return {p.name: p.stat().st_mtime for p in REAL_HOME.iterdir()}
-    except OSError:
-        return {}
+def home_write(event: str, args: tuple[object, ...]) -> str | None:
+    """The path under the real home directory that this audit event writes, if any."""
+    if event == "open":
+        flags = args[2] if len(args) > 2 else 0
+        mode = args[1] if len(args) > 1 else None
+        if not ((isinstance(flags, int) and flags & _WRITE_FLAGS)
+                or (isinstance(mode, str) and any(c in mode for c in "wax+"))):
+            return None
+        paths = args[:1]
+    elif event in _WRITE_EVENTS:
+        paths = args[:2]
+    else:
+        return None
+    for p in paths:
+        if isinstance(p, str | bytes | os.PathLike):
+            path = os.path.abspath(os.fsdecode(p))
+            if path == str(REAL_HOME) or path.startswith(str(REAL_HOME) + os.sep):
+                return path
+    return None
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if _home_writes is not None and (event == "open" or event in _WRITE_EVENTS):
+        path = home_write(event, args)
+        if path is not None:
+            _home_writes.append(f"{event} {path}")
+
+
+sys.addaudithook(_audit)
 
 
 @pytest.fixture(autouse=True)
@@ -55,11 +90,13 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    before = _home_snapshot()
-    yield home
-    after = _home_snapshot()
-    changed = sorted(k for k in after if before.get(k) != after[k])
-    assert not changed, f"test wrote to the real home directory: {changed}"
+    global _home_writes
+    _home_writes = []
+    try:
+        yield home
+    finally:
+        written, _home_writes = _home_writes, None
+    assert not written, f"test wrote to the real home directory: {sorted(set(written))}"
 
 
 def git(cwd: Path, *args: str, check: bool = True) -> str:

@@ -273,9 +273,12 @@ def test_a_stack_failing_lint_does_not_wait_for_a_held_lock(deploy_repo: GitRepo
 
 def test_two_concurrent_applies_of_one_stack_never_overlap(deploy_repo: GitRepo,
                                                            tmp_path: Path) -> None:
-    marker = tmp_path / "inside"
+    """Both pipelines apply (each clone has its own local state), one after the other:
+    each apply logs when it starts and ends, and the windows must not intersect."""
+    log = tmp_path / "applies.log"
     body = ('resource "terraform_data" "x" {\n  input = "v2"\n  provisioner "local-exec" {\n'
-            f'    command = "test ! -e {marker} && touch {marker} && sleep 2 && rm {marker}"\n'
+            f'    command = "echo start $(date +%s%N) >> {log} && sleep 2 && '
+            f'echo end $(date +%s%N) >> {log}"\n'
             "  }\n}\n")
     deploy_repo.commit("v2", {"stacks/solo/main.tf": body}, push=True)
     clone = tmp_path / "clone2"
@@ -285,6 +288,12 @@ def test_two_concurrent_applies_of_one_stack_never_overlap(deploy_repo: GitRepo,
                      "--lock-timeout", "60s")]
     codes = [p.wait(timeout=120) for p in procs]
     assert codes == [0, 0], [p.stderr.read() for p in procs if p.stderr]
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert [kind for kind, _ in events] == ["start", "end"] * (len(events) // 2), events
+    windows = [(int(events[i][1]), int(events[i + 1][1])) for i in range(0, len(events), 2)]
+    assert len(windows) == 2, windows
+    (_, first_end), (second_start, _) = sorted(windows)
+    assert first_end <= second_start, windows
 
 
 # -- audit --------------------------------------------------------------------------------------

@@ -232,7 +232,9 @@ def test_any_config_text_is_parsed_or_refused_with_a_location(text: str) -> None
         config.parse(text, "gitops-push.yaml")
     except ConfigError as exc:
         assert exc.exit_code == ExitCode.USAGE
-        assert exc.path is None or exc.path.startswith("gitops-push.yaml")
+        # every refusal is located: the file, and its line when the YAML has one
+        assert exc.path is not None
+        assert exc.path == "gitops-push.yaml" or exc.path.startswith("gitops-push.yaml:")
 
 
 @settings(max_examples=150, deadline=None)

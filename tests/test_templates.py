@@ -208,16 +208,37 @@ def test_gitlab_schema_check_rejects_a_broken_template(tmp_path: Path) -> None:
     assert check_jsonschema("vendor.gitlab-ci", broken, transform="gitlab-ci").returncode == 1
 
 
-@pytest.mark.parametrize("path", GITLAB_FILES, ids=lambda p: p.name)
-@pytest.mark.parametrize("key", ["before_script", "script", "after_script"])
+SCRIPT_KEYS = ("before_script", "script", "after_script")
+
+
+def script_blocks() -> list[tuple[Path, str]]:
+    """(file, script key) for every script key some GitLab job of the file uses."""
+    return [(path, key) for path in GITLAB_FILES for key in SCRIPT_KEYS
+            if any(isinstance(job, dict) and key in job for job in load_yaml(path).values())]
+
+
+def non_string_lines(doc: dict, key: str) -> list[str]:
+    found = []
+    for name, job in doc.items():
+        if isinstance(job, dict) and key in job:
+            lines = resolve_reference(doc, job[key])
+            assert lines, f"{name}.{key} is empty"
+            found += [f"{name}.{key}: {line!r}" for line in lines if not isinstance(line, str)]
+    return found
+
+
+@pytest.mark.parametrize(("path", "key"), script_blocks(),
+                         ids=lambda v: v.name if isinstance(v, Path) else v)
 def test_every_gitlab_script_line_is_a_string(key: str, path: Path) -> None:
     """An unquoted ``echo "a: b"`` is a YAML mapping; the schema lets that through."""
-    doc = load_yaml(path)
-    for name, job in doc.items():
-        if not isinstance(job, dict) or key not in job:
-            continue
-        for line in resolve_reference(doc, job[key]):
-            assert isinstance(line, str), f"{name}.{key} has a non-string item: {line!r}"
+    assert non_string_lines(load_yaml(path), key) == []
+
+
+def test_an_unquoted_script_line_with_a_colon_is_caught() -> None:
+    doc = yaml.safe_load('job:\n  script:\n    - echo "ok"\n  after_script:\n'
+                         '    - echo "a: b"\n')
+    assert non_string_lines(doc, "script") == []
+    assert non_string_lines(doc, "after_script") == ["job.after_script: {'echo \"a': 'b\"'}"]
 
 
 def test_the_ci_guide_covers_every_template_and_token() -> None:
