@@ -1,6 +1,6 @@
 """Regenerate the command tables of docs/cli.md from the click definitions.
 
-Run: .venv/bin/python scripts/gen_cli_docs.py  (tests/test_cli.py checks the doc is current)
+Run: .venv/bin/python scripts/gen_cli_docs.py  (tests/test_cli_app.py checks the doc is current)
 """
 
 from __future__ import annotations

@@ -345,6 +345,6 @@ def test_config_md_gives_the_discover_default_the_code_has() -> None:
 
 
 def test_audit_md_says_rollback_of_run_is_the_run_rolled_back_to() -> None:
-    # tests/test_rollback.py checks the record holds the --to run id
+    # tests/test_run_rollback.py checks the record holds the --to run id
     row = _row("audit.md", "rollback_to")
     assert "the run rolled back *to*" in row and "does not name a run being undone" in row

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 
 from conftest import EXAMPLE_FILES, GitRepo
-from test_changes import detect, summary
+from test_detect_changes import detect, summary
 
 from gitops_push.engines.terraform import inputs as tf_inputs
 from gitops_push.engines.terraform.scan_cache import ScanCache

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import GitRepo
-from test_cli import invoke
+from test_cli_app import invoke
 
 from gitops_push import output
 

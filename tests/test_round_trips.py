@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GitRepo, git
-from test_deploy import audit_records, config, gp, gp_proc, results, tf
+from test_run_apply import audit_records, config, gp, gp_proc, results, tf
 
 from gitops_push.audit.trail import Trail
 from gitops_push.errors import ExitCode

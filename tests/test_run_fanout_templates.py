@@ -1,6 +1,6 @@
 """The fan-out templates: wired to what ``gitops-push fan-out`` writes, and on the same
 approval gate as the single-job templates. (actionlint and the schemas run on every
-template in tests/test_templates.py; the child pipeline runs in test_fanout_gitlab.py.)"""
+template in tests/test_templates.py; the child pipeline runs in test_run_fanout_gitlab.py.)"""
 
 from __future__ import annotations
 

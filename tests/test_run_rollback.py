@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import GitRepo
-from test_deploy import audit_records, gp, results
+from test_run_apply import audit_records, gp, results
 
 from gitops_push.errors import ExitCode
 

@@ -811,7 +811,7 @@ def summary_file(tmp_path: Path) -> Callable[[str], dict[str, str]]:
 
 def test_plan_comment_is_written_by_the_cli_not_by_inline_script() -> None:
     """The upsert (marker, paging, limit, errors) is ``gitops-push comment``, tested
-    against a local API in tests/test_comment.py; the job only calls it."""
+    against a local API in tests/test_run_comment.py; the job only calls it."""
     job = load_workflow("gitops-push-plan.yml")["jobs"]["comment"]
     assert not steps_using(job, "actions/github-script")
     (step,) = [s for s in job["steps"] if "comment" in s.get("name", "")]
