@@ -1,0 +1,63 @@
+"""proc.run, the one subprocess runner: argument lists, an explicit environment, output
+redacted and streamed, failures as ToolError naming the command and its output."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from gitops_push import proc
+from gitops_push.errors import ToolError
+
+PY = sys.executable
+
+
+def test_a_command_runs_with_exactly_the_environment_given() -> None:
+    res = proc.run([PY, "-c", "import os; print(sorted(k for k in os.environ if k == 'ONLY'))"],
+                   env={"ONLY": "1"})
+    assert res.returncode == 0 and res.stdout.strip() == "['ONLY']"
+
+
+def test_secrets_are_redacted_in_what_is_returned_and_streamed() -> None:
+    lines: list[str] = []
+    res = proc.run([PY, "-c", "print('token=hunter22'); import sys; print('hunter22', "
+                    "file=sys.stderr)"], env={}, secrets=["hunter22"], on_line=lines.append)
+    assert "hunter22" not in res.stdout + res.stderr + "".join(lines)
+    assert "token=(sensitive)" in res.stdout and "token=(sensitive)" in lines
+
+
+def test_a_failure_is_a_tool_error_with_the_command_and_its_output() -> None:
+    with pytest.raises(ToolError) as info:
+        proc.run([PY, "-c", "import sys; print('broken thing', file=sys.stderr); sys.exit(3)"],
+                 env={}, what="tool")
+    assert info.value.returncode == 3
+    text = str(info.value)  # printed the way pre-commit prints a failed command
+    assert text.startswith("tool failed\ncommand: ") and "return code: 3" in text
+    assert "output:\n    broken thing" in text
+    res = proc.run([PY, "-c", "import sys; sys.exit(3)"], env={}, check=False)
+    assert res.returncode == 3
+
+
+def test_a_missing_binary_or_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match="no-such-tool-here"):
+        proc.run(["no-such-tool-here"], env={"PATH": str(tmp_path)})
+    with pytest.raises(ToolError, match=r"working directory .* does not exist"):
+        proc.run([PY, "-c", "pass"], env={}, cwd=tmp_path / "gone")
+
+
+def test_a_timeout_and_a_cancel_stop_the_tool() -> None:
+    with pytest.raises(ToolError, match=r"timed out|timeout"):
+        proc.run([PY, "-c", "import time; time.sleep(30)"], env={}, timeout=0.5, grace=1)
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with pytest.raises(ToolError):
+        proc.run([PY, "-c", "import time; time.sleep(30)"], env={}, cancel=cancel, grace=1)
+
+
+def test_filtered_env_keeps_the_base_and_the_names_asked_for() -> None:
+    env = proc.filtered_env({"PATH": "/bin", "HOME": "/h", "SECRET": "x", "WANTED": "y"},
+                            ["WANTED"])
+    assert env.get("WANTED") == "y" and "SECRET" not in env and env.get("PATH") == "/bin"
