@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ ENV_TERRAFORM_BIN = "GITOPS_PUSH_TERRAFORM_BIN"
 ENV_PLUGIN_CACHE = "GITOPS_PUSH_PLUGIN_CACHE_DIR"
 ENV_RUN_ID = "GITOPS_PUSH_RUN_ID"
 ENV_DEPLOYMENT_ID = "GITOPS_PUSH_DEPLOYMENT_ID"
-# the PR/MR comment (gitops_push.comment): tokens are read here, never printed
+# the PR/MR comment (gitops_push.run.comment): tokens are read here, never printed
 ENV_GITHUB_TOKEN = "GITOPS_PUSH_GITHUB_TOKEN"  # noqa: S105  # a name; else GITHUB_TOKEN
 ENV_GITLAB_TOKEN = "GITOPS_PUSH_GITLAB_TOKEN"  # noqa: S105  # a variable name
 
@@ -63,12 +64,40 @@ def _sha(value: str | None, name: str, warnings: list[str]) -> str | None:
     return v
 
 
+_CI_PREFIXES = ("GITHUB_", "GITLAB_", "CI_")
+_detected: tuple[tuple[object, ...], CIContext] | None = None
+_detected_lock = threading.Lock()
+
+
+def _detect_key(environ: Mapping[str, str]) -> tuple[object, ...]:
+    """What the context is made of: the CI variables, and the event file as it is now."""
+    variables = tuple(sorted((k, v) for k, v in environ.items() if k.startswith(_CI_PREFIXES)))
+    event = environ.get("GITHUB_EVENT_PATH")
+    try:
+        st = Path(event).stat() if event else None
+    except OSError:
+        st = None
+    return variables, st and (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def detect(environ: Mapping[str, str]) -> CIContext:
+    """The CI context; built once per run (issue 13: it was rebuilt, and the event file
+    re-read, six times per apply) and again only when the variables or the event file
+    change."""
+    global _detected
+    key = _detect_key(environ)
+    with _detected_lock:
+        if _detected is not None and _detected[0] == key:
+            return _detected[1]
     if environ.get("GITHUB_ACTIONS") == "true":
-        return _github(environ)
-    if environ.get("GITLAB_CI") == "true":
-        return _gitlab(environ)
-    return CIContext(system="local")
+        ctx = _github(environ)
+    elif environ.get("GITLAB_CI") == "true":
+        ctx = _gitlab(environ)
+    else:
+        ctx = CIContext(system="local")
+    with _detected_lock:
+        _detected = (key, ctx)
+    return ctx
 
 
 def _github(env: Mapping[str, str]) -> CIContext:

@@ -60,3 +60,15 @@ def test_values_from_the_environment_are_cleaned() -> None:
     assert ci.clean("x" * 500, limit=10) == "x" * 10
     assert ci.clean(" \n ") is None and ci.clean(None) is None
     assert ci.is_zero_sha("0" * 40) and not ci.is_zero_sha(SHA_A)
+
+
+def test_the_context_is_built_once_until_the_variables_or_event_change(tmp_path: Path) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"before": SHA_A}))
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push",
+           "GITHUB_EVENT_PATH": str(event), "HOME": "/elsewhere"}
+    first = ci.detect(env)
+    assert ci.detect({**env, "HOME": "/other"}) is first  # not a CI variable: the same
+    event.write_text(json.dumps({"before": SHA_B, "pad": "x" * 10}))
+    assert ci.detect(env).base_sha == SHA_B  # the event file changed: read again
+    assert ci.detect({**env, "GITHUB_EVENT_NAME": "schedule"}).base_sha is None

@@ -196,4 +196,4 @@ def new_session(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[s
     return Session(repo=repo, config=config, environ=environ, options=opts,
                    run_id=ci_env.clean(run_id, 80) or new_run_id(), head=head,
                    reporter=reporter or NullReporter(), cancel=cancel or threading.Event(),
-                   work_root=work_root)
+                   work_root=work_root, ci=ci_env.detect(environ))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from gitops_push import ci as ci_env
 from gitops_push import engines
 from gitops_push.config import Config, Stack
 from gitops_push.engines.base import (
@@ -81,6 +82,8 @@ class Session:
     reporter: Reporter
     cancel: threading.Event
     work_root: Path
+    # the CI context, built once per run (ci.detect) and read from here by the run
+    ci: ci_env.CIContext = field(default_factory=lambda: ci_env.CIContext(system="local"))
     engines: dict[str, Engine] = field(default_factory=dict)
     width: int = 1  # stacks running at once (runner.run_width), set before the run
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 
 def record_base(session: Session, command: str, rng: Range, branch: str | None) -> dict[str, Any]:
-    ctx = ci_env.detect(session.environ)
+    ctx = session.ci
     info = session.repo.commit_info(session.head)
     return {
         "schema_version": 1,
