@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gitops_push.run.model import Result
+
 if TYPE_CHECKING:
     from gitops_push.audit.results import VerifyResult
     from gitops_push.detect.changes import ChangeSet
@@ -118,7 +120,7 @@ def report_data(report: RunReport) -> dict[str, Any]:
 
 def report_envelope(report: RunReport) -> Envelope:
     errors = [{"code": o.result, "message": o.error or o.message, "path": o.path}
-              for o in report.outcomes if not o.ok and o.result != "skipped"]
+              for o in report.outcomes if not o.ok and o.result != Result.SKIPPED]
     return Envelope(report.command, exit_code=int(report.exit_code), status=report.status,
                     data=report_data(report), errors=errors, warnings=list(report.warnings))
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from gitops_push.output.console import err_console, visible
+from gitops_push.run.model import Result
 
 if TYPE_CHECKING:
     from gitops_push.run.model import StackOutcome
@@ -101,8 +102,8 @@ class LiveReporter(PlainReporter):
 
         with self._lock:
             self.state.pop(outcome.name, None)
-            style = "green" if outcome.ok else ("yellow" if outcome.result in (
-                "skipped", "drifted") else "red")
+            style = "green" if outcome.ok else (
+                "yellow" if outcome.result in (Result.SKIPPED, Result.DRIFTED) else "red")
             self.console.print(Text(f"{_mark(outcome)} {visible(outcome.name)}: "
                                     f"{visible(outcome.result)} — {visible(outcome.message)}",
                                     style=style))
@@ -113,7 +114,9 @@ class LiveReporter(PlainReporter):
 
 
 def _mark(outcome: StackOutcome) -> str:
-    return "✓" if outcome.ok else ("•" if outcome.result in ("skipped", "drifted") else "✗")
+    if outcome.ok:
+        return "✓"
+    return "•" if outcome.result in (Result.SKIPPED, Result.DRIFTED) else "✗"
 
 
 def reporter(environ: Mapping[str, str] | None = None, *, quiet: bool = False) -> PlainReporter:

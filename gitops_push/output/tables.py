@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from gitops_push.output.console import err_console, out_console, visible
 from gitops_push.output.envelope import counts_data, verify_data
+from gitops_push.run.model import Result
 
 if TYPE_CHECKING:
     from gitops_push.audit.results import VerifyResult
@@ -68,7 +69,7 @@ def report_table(report: RunReport) -> None:
         )
     out_console().print(table)
     for o in report.outcomes:
-        if o.error and not o.ok and o.result != "skipped":
+        if o.error and not o.ok and o.result != Result.SKIPPED:
             err_console().print(Text(f"{visible(o.name)}:\n" + "\n".join(
                 "  " + visible(line) for line in o.error.splitlines()[-30:]), style="red"))
 

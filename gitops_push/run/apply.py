@@ -33,7 +33,7 @@ from gitops_push.run.context import (
     prefetch_tools,
 )
 from gitops_push.run.guards import check_branch, check_clean, refuse_destroy
-from gitops_push.run.model import Reporter, RunOptions, RunReport, Session, StackOutcome
+from gitops_push.run.model import Reporter, Result, RunOptions, RunReport, Session, StackOutcome
 from gitops_push.run.record import (
     Background,
     flush_spool,
@@ -110,7 +110,7 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGat
                 session.reporter.stack_step(stack.name, "lint")
                 lint = engine.lint(stack, ctx)
                 if not lint.ok:
-                    return base_outcome(change, "lint-failed", lint_message(lint), lint=lint,
+                    return base_outcome(change, Result.LINT_FAILED, lint_message(lint), lint=lint,
                                         error=lint_message(lint))
                 # planned under the lock: a run that applied meanwhile is in the plan
                 session.reporter.stack_step(stack.name, "lock")
@@ -118,22 +118,22 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGat
                 session.reporter.stack_step(stack.name, "plan")
                 plan = engine.plan(stack, ctx, destroy=removed)
             if not plan.has_changes:
-                return base_outcome(change, "no-changes", "no changes", lint=lint, plan=plan)
+                return base_outcome(change, Result.NO_CHANGES, "no changes", lint=lint, plan=plan)
             if plan.destroy and not opts.allow_destroy:
-                return base_outcome(change, "refused", "would destroy the stack; pass "
+                return base_outcome(change, Result.REFUSED, "would destroy the stack; pass "
                                     "--allow-destroy", plan=plan)
             if plan.needs_consent and not opts.allow_destroy:
-                return base_outcome(change, "refused", "; ".join(plan.needs_consent) +
+                return base_outcome(change, Result.REFUSED, "; ".join(plan.needs_consent) +
                                     "; pass --allow-destroy", plan=plan)
             unrecorded = unstored(started.wait())
             if unrecorded:  # every apply leaves a record: none, none applied
-                return base_outcome(change, "failed", unrecorded, plan=plan, error=unrecorded)
+                return base_outcome(change, Result.FAILED, unrecorded, plan=plan, error=unrecorded)
             session.reporter.stack_step(stack.name, "lock")
             lock.wait()
             newer = _newer_deployment(session, gate, stack.name)
             if newer is not None:
                 return replace(base_outcome(
-                    change, "skipped", f"skipped: a run deployed it from newer commit "
+                    change, Result.SKIPPED, f"skipped: a run deployed it from newer commit "
                     f"{newer[:12]} while this one waited (this pipeline is older; it never "
                     "rolls a stack back)", plan=plan), status="stale")
             session.reporter.stack_step(stack.name, "apply")
@@ -144,7 +144,8 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGat
                 session.reporter.stack_step(stack.name, "verify")
                 verify = engine.drift(stack, make_ctx(session, stack, "drift"),
                                       after_apply=True)
-        result = "destroyed" if removed else ("fixed" if fix_only else "applied")
+        result = (Result.DESTROYED if removed else
+                  Result.FIXED if fix_only else Result.APPLIED)
         message = plan_message(plan)
         if verify is not None and verify.drifted:
             message += f"; after apply {len(verify.items)} resource(s) still differ from git"
@@ -230,7 +231,7 @@ def apply_exit_code(report: RunReport) -> int:
         return ExitCode.TERMINATED
     failures = [o for o in report.outcomes if not o.ok and o.status != "stale"]
     locked = [o for o in failures if o.extra.get("error_code") == "locked"]
-    if locked and all(o in locked or o.result == "skipped" for o in failures):
+    if locked and all(o in locked or o.result == Result.SKIPPED for o in failures):
         return ExitCode.LOCKED  # only lock waits failed: retrying later is the fix
     if failures:
         return ExitCode.FAILED

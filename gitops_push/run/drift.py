@@ -21,7 +21,7 @@ from gitops_push.lock import RunGate
 from gitops_push.run.apply import apply_task
 from gitops_push.run.context import check_engines, make_ctx, new_session, prefetch_tools
 from gitops_push.run.guards import check_branch, check_clean
-from gitops_push.run.model import Reporter, RunOptions, RunReport, StackOutcome
+from gitops_push.run.model import Reporter, Result, RunOptions, RunReport, StackOutcome
 from gitops_push.run.record import (
     Background,
     flush_spool,
@@ -76,17 +76,17 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
                 session.reporter.stack_step(stack.name, "drift")
                 result = session.engine(stack).drift(stack, make_ctx(session, stack, "drift"))
                 if not result.drifted:
-                    return base_outcome(change, "clean", "no drift", drift=result)
+                    return base_outcome(change, Result.CLEAN, "no drift", drift=result)
                 message = f"{len(result.items)} resource(s) drifted"
                 if not opts.fix:
-                    return base_outcome(change, "drifted", message, drift=result)
+                    return base_outcome(change, Result.DRIFTED, message, drift=result)
                 fixed = fixer(change)
                 return replace(fixed, drift=result, message=f"{message}; {fixed.message}")
 
             return task
 
         def overall(rep: RunReport) -> str:
-            drifted = any(o.result == "drifted" for o in rep.outcomes)
+            drifted = any(o.result == Result.DRIFTED for o in rep.outcomes)
             return "drift" if drifted else overall_outcome(rep)
 
         run_recorded(session, trail, report, cs, {**base_rec, "started_at": started_at},
@@ -119,9 +119,10 @@ def drift_exit_code(report: RunReport, *, fix: bool = True) -> int:
     record could not be pushed: the record waits in the spool, with a warning."""
     if report.interrupted:
         return ExitCode.TERMINATED
-    if any(o.result in ("failed", "lint-failed", "refused") for o in report.outcomes):
+    failed = (Result.FAILED, Result.LINT_FAILED, Result.REFUSED)
+    if any(o.result in failed for o in report.outcomes):
         return ExitCode.FAILED
-    if any(o.result == "drifted" for o in report.outcomes):
+    if any(o.result == Result.DRIFTED for o in report.outcomes):
         return ExitCode.DRIFT_DETECTED
     if fix and report.audit is not None and not report.audit.get("pushed", True):
         return ExitCode.AUDIT_NOT_PUSHED

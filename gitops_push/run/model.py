@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,12 +62,12 @@ class RunReport:
     interrupted: bool = False
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         if self.exit_code in (ExitCode.OK, ExitCode.CHANGES_PENDING, ExitCode.DRIFT_DETECTED):
-            return "success"
+            return RunStatus.SUCCESS
         if any(o.ok for o in self.outcomes):
-            return "partial"
-        return "error"
+            return RunStatus.PARTIAL
+        return RunStatus.ERROR
 
 
 @dataclass
@@ -100,7 +101,44 @@ class Session:
         return {f.name: getattr(self.options, f.name) for f in fields(self.options)}
 
 
-SUCCESS_RESULTS = frozenset({"applied", "no-changes", "planned", "clean", "fixed", "destroyed"})
+class Word(str, Enum):
+    """A word of the vocabulary: compares, hashes, prints and serialises (JSON envelope,
+    audit record) exactly as its string, so records stay byte-identical."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(str.__str__(self), spec)
+
+
+class Result(Word):
+    """What happened to one stack: one word, the ``result`` of the envelope and record."""
+
+    PLANNED = "planned"
+    NO_CHANGES = "no-changes"
+    APPLIED = "applied"
+    DESTROYED = "destroyed"
+    CLEAN = "clean"
+    DRIFTED = "drifted"
+    FIXED = "fixed"
+    FAILED = "failed"
+    LINT_FAILED = "lint-failed"
+    SKIPPED = "skipped"
+    REFUSED = "refused"
+    INTERRUPTED = "interrupted"
+
+
+class RunStatus(Word):
+    """The envelope's ``status`` of a whole run."""
+
+    SUCCESS = "success"
+    PARTIAL = "partial"
+    ERROR = "error"
+
+
+SUCCESS_RESULTS = frozenset({Result.APPLIED, Result.NO_CHANGES, Result.PLANNED, Result.CLEAN,
+                             Result.FIXED, Result.DESTROYED})
 
 
 @dataclass(frozen=True)
@@ -112,8 +150,7 @@ class StackOutcome:
     path: str
     wave: int
     status: str  # from change detection: changed | removed | selected
-    result: str  # planned | no-changes | applied | destroyed | clean | drifted | fixed |
-    #              failed | lint-failed | skipped | refused | interrupted
+    result: Result
     message: str = ""
     error: str | None = None
     duration: float = 0.0

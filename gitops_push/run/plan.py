@@ -27,7 +27,7 @@ from gitops_push.run.context import (
     plan_message,
     prefetch_tools,
 )
-from gitops_push.run.model import Reporter, RunOptions, RunReport, Session, StackOutcome
+from gitops_push.run.model import Reporter, Result, RunOptions, RunReport, Session, StackOutcome
 from gitops_push.run.select import depends_fn, select, select_for_apply
 from gitops_push.run.waves import Task, base_outcome, default_parallel, run_waves, run_width
 
@@ -52,7 +52,7 @@ def plan_task(session: Session, base: str | None) -> Task:
             session.reporter.stack_step(stack.name, "lint")
             lint = engine.lint(stack, ctx)
             if not lint.ok:
-                return base_outcome(change, "lint-failed", lint_message(lint), lint=lint,
+                return base_outcome(change, Result.LINT_FAILED, lint_message(lint), lint=lint,
                                     error=lint_message(lint))
             session.reporter.stack_step(stack.name, "plan")
             plan = engine.plan(stack, ctx, destroy=change.status == "removed")
@@ -63,7 +63,7 @@ def plan_task(session: Session, base: str | None) -> Task:
                 stack=stack.name, type=stack.type, commit=session.head, files_hash=fhash,
                 tool_version=plan.tool_version, created_at=plans.now(),
                 destroy=plan.destroy, has_changes=plan.has_changes))
-        result = "planned" if plan.has_changes else "no-changes"
+        result = Result.PLANNED if plan.has_changes else Result.NO_CHANGES
         return base_outcome(change, result, plan_message(plan), lint=lint, plan=plan)
 
     return task
@@ -130,16 +130,16 @@ def lint(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str
 
         def task(change: StackChange) -> StackOutcome:
             if change.status == "removed":
-                return base_outcome(change, "skipped", "removed from git: nothing to lint")
+                return base_outcome(change, Result.SKIPPED, "removed from git: nothing to lint")
             ctx = make_ctx(session, change.stack, "plan")
             ctx.lint_only = True
             session.reporter.stack_step(change.stack.name, "lint")
             result = session.engine(change.stack).lint(change.stack, ctx)
             if not result.ok:
-                return base_outcome(change, "lint-failed", lint_message(result), lint=result,
+                return base_outcome(change, Result.LINT_FAILED, lint_message(result), lint=result,
                                     error=lint_message(result))
             warnings = sum(d.severity == "warning" for d in result.diagnostics)
-            return base_outcome(change, "clean", f"lint ok ({warnings} warning(s))" if warnings
+            return base_outcome(change, Result.CLEAN, f"lint ok ({warnings} warning(s))" if warnings
                                 else "lint ok", lint=result)
 
         session.width = run_width(cs.stacks, opts.parallel or default_parallel())
@@ -156,6 +156,6 @@ def plan_exit_code(report: RunReport, opts: RunOptions) -> int:
         return ExitCode.TERMINATED
     if any(not o.ok and o.status != "stale" for o in report.outcomes):
         return ExitCode.FAILED
-    if opts.detailed_exitcode and any(o.result == "planned" for o in report.outcomes):
+    if opts.detailed_exitcode and any(o.result == Result.PLANNED for o in report.outcomes):
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK

@@ -19,7 +19,7 @@ from gitops_push.errors import AuditError, GitopsPushError
 from gitops_push.git import Repo
 from gitops_push.lock import LockSet, RunGate, RunLocks, active_run_ids
 from gitops_push.run.context import phase_env, phase_secrets
-from gitops_push.run.model import RunReport, Session, StackOutcome
+from gitops_push.run.model import Result, RunReport, Session, StackOutcome
 from gitops_push.run.waves import Task, default_parallel, run_waves, run_width
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def stack_entry(o: StackOutcome) -> dict[str, Any]:
         "path": o.path,
         "status": o.status,
         "result": o.result,
-        "deployed": o.result in ("applied", "no-changes", "destroyed", "fixed"),
+        "deployed": o.result in (Result.APPLIED, Result.NO_CHANGES, Result.DESTROYED, Result.FIXED),
         "message": o.message,
         "error": (o.error or "")[-2000:] or None,
         "duration_s": round(o.duration, 3),

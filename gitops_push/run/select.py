@@ -16,7 +16,7 @@ from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.detect.range import Range
 from gitops_push.errors import UserError
 from gitops_push.git import Repo
-from gitops_push.run.model import DEPLOY_COMMANDS, RunOptions, StackOutcome
+from gitops_push.run.model import DEPLOY_COMMANDS, Result, RunOptions, StackOutcome
 
 
 def select(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str]
@@ -116,7 +116,7 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
             for s in group:
                 stale.append(StackOutcome(
                     name=s.name, type=s.type, path=s.path, wave=0, status="stale",
-                    result="skipped",
+                    result=Result.SKIPPED,
                     message=f"skipped: already deployed from newer commit {sha[:12]} (this "
                             "pipeline is older; it never rolls a stack back)"))
             continue
@@ -161,7 +161,7 @@ def named_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mappi
             st = present[name]
             stale.append(StackOutcome(
                 name=name, type=st.type, path=st.path, wave=0, status="stale",
-                result="skipped", message=f"skipped: already deployed from newer commit "
+                result=Result.SKIPPED, message=f"skipped: already deployed from newer commit "
                                           f"{sha[:12]} (this pipeline is older; it never "
                                           "rolls a stack back)"))
         else:

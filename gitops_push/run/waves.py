@@ -18,7 +18,7 @@ from typing import Any
 
 from gitops_push.detect.changes import StackChange
 from gitops_push.errors import GitopsPushError, ToolError
-from gitops_push.run.model import Reporter, StackOutcome
+from gitops_push.run.model import Reporter, Result, StackOutcome
 
 Task = Callable[[StackChange], StackOutcome]
 
@@ -45,7 +45,7 @@ def go_threads(width: int, environ: Mapping[str, str]) -> dict[str, str]:
     return {"GOMAXPROCS": str(max(1, (os.cpu_count() or 1) // width))}
 
 
-def base_outcome(change: StackChange, result: str, message: str = "", **kw: Any
+def base_outcome(change: StackChange, result: Result, message: str = "", **kw: Any
                  ) -> StackOutcome:
     s = change.stack
     return StackOutcome(name=s.name, type=s.type, path=s.path, wave=change.wave,
@@ -56,19 +56,19 @@ def guarded(task: Task, change: StackChange, cancel: threading.Event) -> StackOu
     """Run a task; any error becomes a failed outcome carrying the message (never a crash)."""
     start = time.monotonic()
     if cancel.is_set():
-        return base_outcome(change, "interrupted", "run interrupted before this stack started")
+        return base_outcome(change, Result.INTERRUPTED, "run interrupted before this stack started")
     try:
         outcome = task(change)
     except ToolError as exc:
-        result = "interrupted" if cancel.is_set() else "failed"
+        result = Result.INTERRUPTED if cancel.is_set() else Result.FAILED
         outcome = base_outcome(change, result, exc.message, error=str(exc))
     except GitopsPushError as exc:  # a lock wait given up because the run was stopped, too
-        result = "interrupted" if cancel.is_set() else "failed"
+        result = Result.INTERRUPTED if cancel.is_set() else Result.FAILED
         outcome = base_outcome(change, result, exc.message, error=str(exc),
                                extra={"error_code": exc.code})
     except Exception as exc:  # a bug in an engine must not take the other stacks down
-        outcome = base_outcome(change, "failed", f"internal error: {type(exc).__name__}: {exc}",
-                               error=f"internal error: {type(exc).__name__}: {exc}")
+        why = f"internal error: {type(exc).__name__}: {exc}"
+        outcome = base_outcome(change, Result.FAILED, why, error=why)
     return replace(outcome, duration=time.monotonic() - start)
 
 
@@ -96,13 +96,13 @@ def run_waves(changes: Sequence[StackChange], task: Task, *, parallel: int,
                     if d in outcomes and not outcomes[d].ok
                 )
                 if failed_deps:
-                    out = base_outcome(c, "skipped",
+                    out = base_outcome(c, Result.SKIPPED,
                                        f"skipped: dependency failed ({', '.join(failed_deps)})")
                     outcomes[c.stack.name] = out
                     reporter.stack_finished(out)
                     continue
                 if cancel.is_set():
-                    out = base_outcome(c, "interrupted", "run interrupted before this stack")
+                    out = base_outcome(c, Result.INTERRUPTED, "run interrupted before this stack")
                     outcomes[c.stack.name] = out
                     reporter.stack_finished(out)
                     continue
