@@ -18,7 +18,6 @@ from gitops_push.output.envelope import (
     Envelope,
     changeset_data,
     error_entry,
-    outcome_data,
     print_json,
     report_data,
     report_envelope,
@@ -42,6 +41,7 @@ from gitops_push.output.tables import (
     status_table,
     verify_text,
 )
+from gitops_push.run.serialize import outcome_data
 
 __all__ = [
     "MARKDOWN_LIMIT", "SCHEMA_VERSION", "Envelope", "LiveReporter", "PlainReporter",

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitops_push.run.model import Result
+from gitops_push.run.serialize import outcome_data
 
 if TYPE_CHECKING:
     from gitops_push.audit.results import VerifyResult
     from gitops_push.detect.changes import ChangeSet
     from gitops_push.errors import GitopsPushError
-    from gitops_push.run.model import RunReport, StackOutcome
+    from gitops_push.run.model import RunReport
 
 SCHEMA_VERSION = 1
 
@@ -71,38 +72,6 @@ def changeset_data(cs: ChangeSet) -> dict[str, Any]:
             for c in cs.stacks
         ],
     }
-
-
-def counts_data(o: StackOutcome) -> dict[str, int] | None:
-    result = o.apply or o.plan
-    if result is None:
-        return None
-    c = result.counts
-    return {"add": c.add, "change": c.change, "destroy": c.destroy, "replace": c.replace}
-
-
-def outcome_data(o: StackOutcome) -> dict[str, Any]:
-    plan = o.plan
-    data: dict[str, Any] = {
-        "name": o.name, "type": o.type, "path": o.path, "wave": o.wave, "status": o.status,
-        "result": o.result, "ok": o.ok, "message": o.message, "error": o.error,
-        "duration_s": round(o.duration, 3), "counts": counts_data(o),
-        "changes": [{"address": c.address, "action": c.action, "fields": list(c.fields)}
-                    for c in (plan.changes if plan else ()) if c.action != "no-op"],
-        "outputs": [{"name": x.name, "action": x.action, "sensitive": x.sensitive}
-                    for x in (plan.outputs if plan else ())],
-        "lint": [{"severity": d.severity, "message": d.message, "file": d.file, "line": d.line}
-                 for d in (o.lint.diagnostics if o.lint else ())],
-        "notes": list(plan.notes) if plan else [],
-        "needs_consent": list(plan.needs_consent) if plan else [],
-    }
-    for key in ("drift", "verify"):
-        d = getattr(o, key)
-        data[key] = None if d is None else {
-            "drifted": d.drifted,
-            "items": [{"address": i.address, "kind": i.kind, "fields": list(i.fields)}
-                      for i in d.items]}
-    return data
 
 
 def report_data(report: RunReport) -> dict[str, Any]:

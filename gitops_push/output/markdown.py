@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 from gitops_push.output.console import visible
-from gitops_push.output.envelope import counts_data
+from gitops_push.run.serialize import counts_data
 
 if TYPE_CHECKING:
     from gitops_push.run.model import RunReport, StackOutcome

@@ -6,8 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gitops_push.output.console import err_console, out_console, visible
-from gitops_push.output.envelope import counts_data, verify_data
+from gitops_push.output.envelope import verify_data
 from gitops_push.run.model import Result
+from gitops_push.run.serialize import counts_data
 
 if TYPE_CHECKING:
     from gitops_push.audit.results import VerifyResult

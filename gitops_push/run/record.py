@@ -19,7 +19,8 @@ from gitops_push.errors import AuditError, GitopsPushError
 from gitops_push.git import Repo
 from gitops_push.lock import LockSet, RunGate, RunLocks, active_run_ids
 from gitops_push.run.context import phase_env, phase_secrets
-from gitops_push.run.model import Result, RunReport, Session, StackOutcome
+from gitops_push.run.model import RunReport, Session, StackOutcome
+from gitops_push.run.serialize import outcome_data
 from gitops_push.run.waves import Task, default_parallel, run_waves, run_width
 
 T = TypeVar("T")
@@ -54,33 +55,8 @@ def record_base(session: Session, command: str, rng: Range, branch: str | None) 
 
 
 def stack_entry(o: StackOutcome) -> dict[str, Any]:
-    plan = o.apply or o.plan
-    counts = plan.counts if plan is not None else None
-    entry: dict[str, Any] = {
-        "name": o.name,
-        "type": o.type,
-        "path": o.path,
-        "status": o.status,
-        "result": o.result,
-        "deployed": o.result in (Result.APPLIED, Result.NO_CHANGES, Result.DESTROYED, Result.FIXED),
-        "message": o.message,
-        "error": (o.error or "")[-2000:] or None,
-        "duration_s": round(o.duration, 3),
-        "counts": None if counts is None else {
-            "add": counts.add, "change": counts.change, "destroy": counts.destroy,
-            "replace": counts.replace},
-        "changed": [{"address": c.address, "action": c.action}
-                    for c in (plan.changes if plan is not None else ())
-                    if c.action not in ("no-op", "read")][:500],
-    }
-    if o.plan is not None and o.plan.tool_version:
-        entry["tool_version"] = o.plan.tool_version
-    for key, drift in (("drift", o.drift), ("verify", o.verify)):
-        if drift is not None:
-            entry[key] = {"drifted": drift.drifted,
-                          "items": [{"address": i.address, "kind": i.kind}
-                                    for i in drift.items][:500]}
-    return entry
+    """A stack's part of the finished record (the serializer the envelope uses too)."""
+    return outcome_data(o, for_audit=True)
 
 
 class Background(Generic[T]):
