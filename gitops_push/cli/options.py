@@ -8,6 +8,7 @@ command definitions stay a plain list.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,3 +190,21 @@ def emit(output: str, envelope: Callable[[], Any], show: Callable[[], None]) -> 
         out.print_json(envelope())
     else:
         show()
+
+
+def write_summaries(markdown: str, summary_md: Path | None) -> None:
+    """A run's Markdown summary: to ``--summary-md``, and appended to the CI job's step
+    summary when there is one (GITHUB_STEP_SUMMARY)."""
+    from gitops_push import output as out
+    from gitops_push.ci import step_summary_path
+    from gitops_push.fsutil import atomic_write
+
+    if summary_md is not None:
+        atomic_write(summary_md, markdown, what="Markdown summary")
+    step_summary = step_summary_path(os.environ)
+    if step_summary:
+        try:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(markdown + "\n")
+        except OSError as exc:
+            out.warn(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}")

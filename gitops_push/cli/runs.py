@@ -23,6 +23,7 @@ from gitops_push.cli.options import (
     run_options,
     selection_options,
     stack_names,
+    write_summaries,
 )
 
 
@@ -59,22 +60,10 @@ def changed(state: State, base: str | None, head: str | None, all_stacks: bool,
 def report_run(state: State, report: Any, output: str, summary_md: Path | None) -> None:
     """Print a run's result and write its Markdown summary; set the exit code."""
     from gitops_push import output as out
-    from gitops_push.ci import step_summary_path
 
     for w in report.warnings:
         out.warn(w)
-    markdown = out.report_markdown(report)
-    if summary_md is not None:
-        from gitops_push.fsutil import atomic_write
-
-        atomic_write(summary_md, markdown, what="Markdown summary")
-    step_summary = step_summary_path(os.environ)
-    if step_summary:
-        try:
-            with open(step_summary, "a", encoding="utf-8") as fh:
-                fh.write(markdown + "\n")
-        except OSError as exc:
-            out.warn(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}")
+    write_summaries(out.report_markdown(report), summary_md)
     emit(output, lambda: out.report_envelope(report), lambda: out.report_table(report))
     state.extra["exit_code"] = int(report.exit_code)
 

@@ -18,6 +18,7 @@ from gitops_push.cli.options import (
     open_repo,
     output_option,
     stack_names,
+    write_summaries,
 )
 
 PLATFORMS = click.Choice(["github", "gitlab"])
@@ -121,9 +122,8 @@ def summary(state: State, deployment: str | None, summary_md: Path | None,
     """
     from gitops_push import audit as audit_mod
     from gitops_push import output as out
-    from gitops_push.ci import deployment_id, step_summary_path
+    from gitops_push.ci import deployment_id
     from gitops_push.errors import UserError
-    from gitops_push.fsutil import atomic_write
     from gitops_push.run import deployment as dep
 
     state.output, state.command = output, "summary"
@@ -135,15 +135,7 @@ def summary(state: State, deployment: str | None, summary_md: Path | None,
     records = audit_mod.Trail(repo, config.audit, environ=os.environ).records()
     result = dep.summarize(records, wanted)
     markdown = dep.summary_markdown(result)
-    if summary_md is not None:
-        atomic_write(summary_md, markdown, what="Markdown summary")
-    step = step_summary_path(os.environ)
-    if step:
-        try:
-            with open(step, "a", encoding="utf-8") as fh:
-                fh.write(markdown + "\n")
-        except OSError as exc:
-            out.warn(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}")
+    write_summaries(markdown, summary_md)
     code = int(result.exit_code)
     emit(output, lambda: out.Envelope("summary", exit_code=code, data=dep.summary_data(result),
                                       status="success" if code == 0 else result.outcome),
