@@ -17,6 +17,7 @@ from gitops_push.detect.inputs import Input, RefIndex
 from gitops_push.detect.range import Range, resolve_range
 from gitops_push.errors import ConfigError, GitError, UserError
 from gitops_push.git import FileChange, Repo
+from gitops_push.words import Word
 
 MAX_FILES_SHOWN = 50
 
@@ -32,10 +33,19 @@ class Reason:
         return " -> ".join((self.file, *self.chain))
 
 
+class StackStatus(Word):
+    """Why a stack is in a run: its files changed, it was removed from git, or (apply) it
+    is stale: a newer commit is already deployed, so this run skips it."""
+
+    CHANGED = "changed"
+    REMOVED = "removed"
+    STALE = "stale"
+
+
 @dataclass(frozen=True)
 class StackChange:
     stack: Stack
-    status: str  # changed | removed | unchanged
+    status: StackStatus
     wave: int = 0
     reasons: tuple[Reason, ...] = ()
     note: str = ""
@@ -108,7 +118,7 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
     head_tree = repo.tree(rng.head)
     head_stacks = resolve_stacks(config, repo, head_tree)
     if rng.base is None:
-        changes = [StackChange(s, "changed", note=_all_note(rng)) for s in head_stacks]
+        changes = [StackChange(s, StackStatus.CHANGED, note=_all_note(rng)) for s in head_stacks]
         return ChangeSet(rng, tuple(order(changes, head_stacks)), tuple(head_stacks))
     if rng.base == rng.head:
         return ChangeSet(rng, (), tuple(head_stacks))
@@ -142,7 +152,7 @@ def compute(repo: Repo, config: Config, rng: Range, *, audit_dir: str | None = N
         rng = replace(rng, warnings=(*rng.warnings, *unparsed))
 
     changes = [
-        StackChange(s, "changed", reasons=_dedupe(results[s.name]))
+        StackChange(s, StackStatus.CHANGED, reasons=_dedupe(results[s.name]))
         for s in head_stacks
         if s.name in results
     ]
@@ -228,7 +238,7 @@ def _removed(
         out.append(
             StackChange(
                 s,
-                "removed",
+                StackStatus.REMOVED,
                 reasons=tuple(Reason(p) for p in gone[:200]),
                 note=f"directory {s.path} removed",
             )

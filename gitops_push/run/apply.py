@@ -17,7 +17,7 @@ from typing import Any
 from gitops_push import audit
 from gitops_push.config import Config
 from gitops_push.detect import range as range_mod
-from gitops_push.detect.changes import ChangeSet, StackChange
+from gitops_push.detect.changes import ChangeSet, StackChange, StackStatus
 from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.errors import ExitCode
 from gitops_push.git import Repo
@@ -94,7 +94,7 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGat
     def task(change: StackChange) -> StackOutcome:
         stack = change.stack
         engine = session.engine(stack)
-        removed = change.status == "removed"
+        removed = change.status == StackStatus.REMOVED
         with base_worktree(session, change, base_of.get(stack.name)) as old_dir, \
                 _StackLock(gate, stack.name, session.cancel) as lock:
             ctx = make_ctx(session, stack, "apply", stack_dir=old_dir)
@@ -135,7 +135,7 @@ def apply_task(session: Session, base_of: Mapping[str, str | None], gate: RunGat
                 return replace(base_outcome(
                     change, Result.SKIPPED, f"skipped: a run deployed it from newer commit "
                     f"{newer[:12]} while this one waited (this pipeline is older; it never "
-                    "rolls a stack back)", plan=plan), status="stale")
+                    "rolls a stack back)", plan=plan), status=StackStatus.STALE)
             session.reporter.stack_step(stack.name, "apply")
             applied = engine.apply(stack, ctx, plan)
             verify = None

@@ -16,7 +16,7 @@ from typing import Any
 from gitops_push import ci as ci_env
 from gitops_push import engines, proc
 from gitops_push.config import Config, Stack
-from gitops_push.detect.changes import StackChange
+from gitops_push.detect.changes import StackChange, StackStatus
 from gitops_push.engines.base import EngineContext, PlanResult
 from gitops_push.git import Repo
 from gitops_push.run.model import NullReporter, Reporter, RunOptions, Session
@@ -94,7 +94,7 @@ def base_worktree(session: Session, change: StackChange, base: str | None
     local backend's state: the engine's ``carried_suffixes``) are copied into the temporary
     worktree and copied back afterwards, so a destroy sees, and updates, the real state.
     """
-    if change.status != "removed" or base is None:
+    if change.status != StackStatus.REMOVED or base is None:
         yield None
         return
     path = Path(tempfile.mkdtemp(prefix="gitops-push-base-"))

@@ -14,7 +14,7 @@ from typing import Any
 from gitops_push import audit
 from gitops_push import ci as ci_env
 from gitops_push.config import Config
-from gitops_push.detect.changes import ChangeSet, StackChange
+from gitops_push.detect.changes import ChangeSet, StackChange, StackStatus
 from gitops_push.errors import ExitCode
 from gitops_push.git import Repo
 from gitops_push.lock import RunGate
@@ -45,7 +45,7 @@ def drift(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, st
     probe = prefetch_tools(config, environ)
     sel = replace(opts, all_stacks=not opts.stacks, base=None)
     cs = select(repo, config, sel, environ)
-    cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != "removed"),
+    cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != StackStatus.REMOVED),
                    cs.all_stacks)
     record = drift_records(opts, environ)
     trail = open_trail(repo, config, environ, list(cs.all_stacks))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gitops_push.config import Config, Stack
-from gitops_push.detect.changes import ChangeSet, StackChange
+from gitops_push.detect.changes import ChangeSet, StackChange, StackStatus
 from gitops_push.errors import UserError
 from gitops_push.git import Repo
 
@@ -75,7 +75,7 @@ def select(repo: Repo, config: Config, command: str, opts: Any, environ: Mapping
 
         records = Trail(repo, config.audit, environ=environ).records()
         cs, _stale, warnings = select_mod.select_for_apply(repo, config, opts, environ, records)
-        removed = [c.stack.name for c in cs.stacks if c.status == "removed"]
+        removed = [c.stack.name for c in cs.stacks if c.status == StackStatus.REMOVED]
         if removed and not opts.allow_destroy:
             raise UserError(
                 f"these stacks were removed from git and would be DESTROYED: "
@@ -87,7 +87,7 @@ def select(repo: Repo, config: Config, command: str, opts: Any, environ: Mapping
         return cs, [*cs.range.warnings, *warnings]
     sel = replace(opts, all_stacks=not opts.stacks, base=None)  # drift: every stack
     cs = select_mod.select(repo, config, sel, environ)
-    cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != "removed"),
+    cs = ChangeSet(cs.range, tuple(c for c in cs.stacks if c.status != StackStatus.REMOVED),
                    cs.all_stacks)
     return cs, list(cs.range.warnings)
 
@@ -114,10 +114,10 @@ def near_deps_fn(cs: ChangeSet) -> Callable[[str], set[str]]:
     for c in cs.stacks:
         by_name.setdefault(c.stack.name, c.stack)
     selected = {c.stack.name for c in cs.stacks}
-    removed = {c.stack.name for c in cs.stacks if c.status == "removed"}
+    removed = {c.stack.name for c in cs.stacks if c.status == StackStatus.REMOVED}
     dependents: dict[str, set[str]] = {}
     for c in cs.stacks:
-        if c.status == "removed":  # destroyed dependents first: reversed edges
+        if c.status == StackStatus.REMOVED:  # destroyed dependents first: reversed edges
             for d in c.stack.depends_on:
                 if d in removed:
                     dependents.setdefault(d, set()).add(c.stack.name)
@@ -266,7 +266,7 @@ def github_entry(job: Job, plan: FanOut) -> dict[str, Any]:
         "wave": job.level,
         "type": job.type,
         "parallel": job.parallel,
-        "destroy": any(c.status == "removed" for c in job.stacks),
+        "destroy": any(c.status == StackStatus.REMOVED for c in job.stacks),
         "needs": list(job.needs),
         "credentials": " ".join(sorted({n for s in names for n in plan.credentials[s]})),
     }

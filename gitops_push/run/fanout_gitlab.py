@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from gitops_push.detect.changes import StackStatus
 from gitops_push.run.fanout import FanOut
 
 GITLAB_JOB_NAME_MAX = 255
@@ -106,7 +107,7 @@ def gitlab_pipeline(plan: FanOut, *, include: Sequence[str] = (),
             "GITOPS_PUSH_CREDENTIAL_VARIABLES": " ".join(
                 sorted({n for s in stacks for n in plan.credentials[s]})),
         }
-        if any(c.status == "removed" for c in j.stacks):
+        if any(c.status == StackStatus.REMOVED for c in j.stacks):
             job["variables"]["GITOPS_PUSH_ALLOW_DESTROY"] = "true"
         doc[names[j.key]] = job
     return doc

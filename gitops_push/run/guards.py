@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from gitops_push import ci as ci_env
 from gitops_push.config import Config
 from gitops_push.detect import range as range_mod
-from gitops_push.detect.changes import ChangeSet
+from gitops_push.detect.changes import ChangeSet, StackStatus
 from gitops_push.errors import UserError
 from gitops_push.git import Repo
 from gitops_push.run.model import RunOptions
@@ -47,7 +47,7 @@ def check_clean(repo: Repo) -> None:
 
 
 def refuse_destroy(cs: ChangeSet, opts: RunOptions) -> None:
-    removed = [c.stack.name for c in cs.stacks if c.status == "removed"]
+    removed = [c.stack.name for c in cs.stacks if c.status == StackStatus.REMOVED]
     if removed and not opts.allow_destroy:
         raise UserError(
             f"these stacks were removed from git and would be DESTROYED: {', '.join(removed)}; "

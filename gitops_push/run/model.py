@@ -7,13 +7,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
 from gitops_push import ci as ci_env
 from gitops_push import engines
 from gitops_push.config import Config, Stack
+from gitops_push.detect.changes import StackStatus
 from gitops_push.engines.base import (
     ApplyResult,
     DriftResult,
@@ -23,6 +23,7 @@ from gitops_push.engines.base import (
 )
 from gitops_push.errors import ExitCode
 from gitops_push.git import Repo
+from gitops_push.words import Word
 
 DEPLOY_COMMANDS = ("apply", "rollback", "drift")
 
@@ -101,17 +102,6 @@ class Session:
         return {f.name: getattr(self.options, f.name) for f in fields(self.options)}
 
 
-class Word(str, Enum):
-    """A word of the vocabulary: compares, hashes, prints and serialises (JSON envelope,
-    audit record) exactly as its string, so records stay byte-identical."""
-
-    def __str__(self) -> str:
-        return str.__str__(self)
-
-    def __format__(self, spec: str) -> str:
-        return str.__format__(str.__str__(self), spec)
-
-
 class Result(Word):
     """What happened to one stack: one word, the ``result`` of the envelope and record."""
 
@@ -149,7 +139,7 @@ class StackOutcome:
     type: str
     path: str
     wave: int
-    status: str  # from change detection: changed | removed | selected
+    status: StackStatus  # from change detection
     result: Result
     message: str = ""
     error: str | None = None

@@ -14,7 +14,7 @@ from pathlib import Path
 from gitops_push import ci as ci_env
 from gitops_push.config import Config
 from gitops_push.detect import range as range_mod
-from gitops_push.detect.changes import ChangeSet, StackChange
+from gitops_push.detect.changes import ChangeSet, StackChange, StackStatus
 from gitops_push.errors import ExitCode
 from gitops_push.git import Repo
 from gitops_push.run import saved_plans as plans
@@ -55,10 +55,11 @@ def plan_task(session: Session, base: str | None) -> Task:
                 return base_outcome(change, Result.LINT_FAILED, lint_message(lint), lint=lint,
                                     error=lint_message(lint))
             session.reporter.stack_step(stack.name, "plan")
-            plan = engine.plan(stack, ctx, destroy=change.status == "removed")
+            plan = engine.plan(stack, ctx, destroy=change.status == StackStatus.REMOVED)
         if opts.plan_dir is not None:
-            fhash = (plans.files_hash(session.repo, base, stack) if change.status == "removed"
-                     and base else plans.files_hash(session.repo, session.head, stack))
+            removed = change.status == StackStatus.REMOVED
+            fhash = (plans.files_hash(session.repo, base, stack) if removed and base
+                     else plans.files_hash(session.repo, session.head, stack))
             plans.write(opts.plan_dir, plans.PlanMeta(
                 stack=stack.name, type=stack.type, commit=session.head, files_hash=fhash,
                 tool_version=plan.tool_version, created_at=plans.now(),
@@ -126,10 +127,10 @@ def lint(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str, str
         if not cs.stacks:
             report.notes.append("no stack changed")
             return report
-        check_engines(session, [c.stack for c in cs.stacks if c.status != "removed"])
+        check_engines(session, [c.stack for c in cs.stacks if c.status != StackStatus.REMOVED])
 
         def task(change: StackChange) -> StackOutcome:
-            if change.status == "removed":
+            if change.status == StackStatus.REMOVED:
                 return base_outcome(change, Result.SKIPPED, "removed from git: nothing to lint")
             ctx = make_ctx(session, change.stack, "plan")
             ctx.lint_only = True

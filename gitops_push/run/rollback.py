@@ -26,7 +26,7 @@ from gitops_push import engines
 from gitops_push.config import Config
 from gitops_push.detect import changes
 from gitops_push.detect import range as range_mod
-from gitops_push.detect.changes import ChangeSet, stack_inputs
+from gitops_push.detect.changes import ChangeSet, StackStatus, stack_inputs
 from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.detect.inputs import RefIndex
 from gitops_push.detect.range import Range
@@ -125,7 +125,7 @@ def commit_message(affected: ChangeSet, target: str, run_id: str | None) -> str:
     lines = [f"Roll back {shown} to {target[:12]}", "",
              "Restored by gitops-push rollback. Stacks applied (wave: stack, type):"]
     lines += [f"  {c.wave}: {c.stack.name} ({c.stack.type}"
-              + (", removed)" if c.status == "removed" else ")") for c in affected.stacks]
+              + (", removed)" if c.status == StackStatus.REMOVED else ")") for c in affected.stacks]
     lines += ["", f"Rollback-To: {target}"]
     if run_id:
         lines.append(f"Rollback-To-Run: {run_id}")
@@ -155,7 +155,7 @@ def rollback(repo: Repo, config: Config, opts: RunOptions, *, to: str, dry_run: 
         report.notes.append(f"nothing to roll back: the stacks already match {target[:12]}")
         return report
     refuse_dragged(affected, opts.stacks, target)
-    removed = [c.stack.name for c in affected.stacks if c.status == "removed"]
+    removed = [c.stack.name for c in affected.stacks if c.status == StackStatus.REMOVED]
     if removed and not opts.allow_destroy:
         raise UserError(f"rolling back to {target[:12]} removes {', '.join(removed)}, which "
                         "would be DESTROYED; pass --allow-destroy (nothing was committed)")

@@ -11,7 +11,7 @@ from typing import Any
 from gitops_push.config import Config, Stack
 from gitops_push.detect import changes
 from gitops_push.detect import range as range_mod
-from gitops_push.detect.changes import ChangeSet, StackChange
+from gitops_push.detect.changes import ChangeSet, StackChange, StackStatus
 from gitops_push.detect.discovery import resolve_stacks
 from gitops_push.detect.range import Range
 from gitops_push.errors import UserError
@@ -99,8 +99,8 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
     for s in stacks:
         sha = deployed.get(s.name)
         if sha is None:
-            picked[s.name] = StackChange(s, "changed", note="first deployment (not in the audit "
-                                                            "trail)")
+            picked[s.name] = StackChange(s, StackStatus.CHANGED,
+                                         note="first deployment (not in the audit trail)")
         else:
             by_base.setdefault(sha, []).append(s)
     for sha, group in by_base.items():
@@ -110,12 +110,13 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
             warnings.append(f"last deployed commit {sha[:12]} is not available locally: "
                             f"treating {', '.join(s.name for s in group)} as changed")
             for s in group:
-                picked[s.name] = StackChange(s, "changed", note="deployed commit unavailable")
+                picked[s.name] = StackChange(s, StackStatus.CHANGED,
+                                             note="deployed commit unavailable")
             continue
         if repo.is_ancestor(head, sha):
             for s in group:
                 stale.append(StackOutcome(
-                    name=s.name, type=s.type, path=s.path, wave=0, status="stale",
+                    name=s.name, type=s.type, path=s.path, wave=0, status=StackStatus.STALE,
                     result=Result.SKIPPED,
                     message=f"skipped: already deployed from newer commit {sha[:12]} (this "
                             "pipeline is older; it never rolls a stack back)"))
@@ -132,10 +133,10 @@ def select_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mapp
             continue
         cs = changes.compute(repo, config, Range(sha, head, "audit"))
         for c in cs.stacks:
-            if c.status == "removed" and c.stack.name == name:
+            if c.status == StackStatus.REMOVED and c.stack.name == name:
                 picked[name] = c
-    ordered = changes.order([c for c in picked.values() if c.status != "removed"], stacks,
-                            [c for c in picked.values() if c.status == "removed"])
+    ordered = changes.order([c for c in picked.values() if c.status != StackStatus.REMOVED], stacks,
+                            [c for c in picked.values() if c.status == StackStatus.REMOVED])
     rng = Range(None, head, "audit-trail", tuple(warnings))
     return ChangeSet(rng, tuple(ordered), tuple(stacks)), stale, warnings
 
@@ -160,7 +161,7 @@ def named_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mappi
                 and repo.is_ancestor(head, sha):
             st = present[name]
             stale.append(StackOutcome(
-                name=name, type=st.type, path=st.path, wave=0, status="stale",
+                name=name, type=st.type, path=st.path, wave=0, status=StackStatus.STALE,
                 result=Result.SKIPPED, message=f"skipped: already deployed from newer commit "
                                           f"{sha[:12]} (this pipeline is older; it never "
                                           "rolls a stack back)"))
@@ -179,7 +180,7 @@ def named_for_apply(repo: Repo, config: Config, opts: RunOptions, environ: Mappi
         return ChangeSet(cs.range, (), cs.all_stacks), stale, []
     full, _, warnings = select_for_apply(repo, config, replace(opts, stacks=()), environ,
                                          records)
-    removed = {c.stack.name: c for c in full.stacks if c.status == "removed"}
+    removed = {c.stack.name: c for c in full.stacks if c.status == StackStatus.REMOVED}
     unknown = [n for n in gone if n not in removed]
     if unknown:
         raise UserError(f"--stack: unknown stack(s): {', '.join(unknown)}; known: "
