@@ -1,7 +1,7 @@
 """The small interface every engine implements: lint / plan / apply / drift.
 
 Engines return data (the dataclasses below) and never print. Progress lines go to
-``ctx.on_line``; the orchestration (runner.py) decides what to show.
+``ctx.on_line``; the orchestration (run/waves.py) decides what to show.
 """
 
 from __future__ import annotations
