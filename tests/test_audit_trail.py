@@ -256,7 +256,7 @@ def test_invalid_record_file_is_reported(g: GitRepo, tmp_path: Path) -> None:
 WRITER = """
 import sys, time
 from pathlib import Path
-from gitops_push.audit.trail import Trail, new_run_id
+from gitops_push.audit import Trail, new_run_id
 from gitops_push.config import AuditSettings
 from gitops_push.git import Repo
 path, go, mode, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
