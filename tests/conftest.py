@@ -20,9 +20,11 @@ REAL_HOME = Path(os.path.expanduser("~")).resolve()
 # hooks (PEP 578): only the test's own writes count, never another process on the machine
 # touching ~/.kube or ~/.cache. Tools the test starts get HOME pointed at a temporary
 # directory (isolated_env), so they cannot write there either.
-_WRITE_EVENTS = frozenset({"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.symlink",
-                           "os.link", "os.truncate", "os.chmod", "os.utime", "shutil.rmtree",
-                           "shutil.copyfile", "shutil.move"})
+# event -> the arguments that name a path it writes (a symlink's target is only read)
+_WRITE_EVENTS = {"os.mkdir": (0,), "os.rename": (0, 1), "os.remove": (0,), "os.rmdir": (0,),
+                 "os.symlink": (1,), "os.link": (1,), "os.truncate": (0,), "os.chmod": (0,),
+                 "os.utime": (0,), "shutil.rmtree": (0,), "shutil.copyfile": (1,),
+                 "shutil.move": (0, 1)}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _home_writes: list[str] | None = None  # a list while a test runs
 
@@ -37,7 +39,7 @@ def home_write(event: str, args: tuple[object, ...]) -> str | None:
             return None
         paths = args[:1]
     elif event in _WRITE_EVENTS:
-        paths = args[:2]
+        paths = tuple(args[i] for i in _WRITE_EVENTS[event] if i < len(args))
     else:
         return None
     for p in paths:

@@ -21,3 +21,7 @@ def test_reads_and_writes_elsewhere_are_not() -> None:
     assert home_write("open", (3, None, os.O_WRONLY)) is None  # an inherited descriptor
     assert home_write("os.mkdir", (str(REAL_HOME) + "-other/x", 0o777, None)) is None
     assert home_write("socket.connect", (None, ("127.0.0.1", 1))) is None
+    # a venv's python is a symlink *to* the real home's interpreter: only the link is made
+    assert home_write("os.symlink", (str(REAL_HOME / ".pyenv/bin/python3"), "/tmp/v/python",
+                                     None)) is None
+    assert home_write("os.symlink", ("/tmp/x", str(REAL_HOME / "link"), None))
