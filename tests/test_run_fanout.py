@@ -84,9 +84,11 @@ def test_gitlab_child_pipeline_encodes_depends_on_as_needs(make_repo, tmp_path):
     jobs = {k: v for k, v in doc.items() if isinstance(v, dict)
             and "GITOPS_PUSH_STACK" in v.get("variables", {})}
     assert set(jobs) == {"apply net", "apply app", "apply web", "apply solo"}
-    assert jobs["apply net"]["needs"] == [] and jobs["apply solo"]["needs"] == []
-    assert jobs["apply app"]["needs"] == [{"job": "apply net", "artifacts": False}]
-    assert jobs["apply web"]["needs"] == [{"job": "apply app", "artifacts": False}]
+    # every apply job also fetches the plans the parent's plan job saved (reviewed plans)
+    plans = {"pipeline": "$PARENT_PIPELINE_ID", "job": "gitops-push:plan", "artifacts": True}
+    assert jobs["apply net"]["needs"] == [plans] and jobs["apply solo"]["needs"] == [plans]
+    assert jobs["apply app"]["needs"] == [{"job": "apply net", "artifacts": False}, plans]
+    assert jobs["apply web"]["needs"] == [{"job": "apply app", "artifacts": False}, plans]
     assert jobs["apply web"]["stage"] == "gitops-push-3"
     assert jobs["apply app"]["resource_group"] == "gitops-push-$GITOPS_PUSH_ENVIRONMENT-app"
     assert jobs["apply net"]["variables"]["GITOPS_PUSH_CREDENTIAL_VARIABLES"] == "NET_AWS_KEY"
@@ -121,9 +123,22 @@ def test_gitlab_jobs_beyond_the_needs_limit_wait_for_the_earlier_stages(make_rep
     r = make_repo(files(stacks))
     code, out, err = fan(r, "--platform", "gitlab", "--for", "apply")
     assert code == 0, err
-    top = yaml.safe_load(out)["apply top"]
-    assert "needs" not in top  # 60 > GitLab's 50: stage order instead
-    assert top["stage"] == "gitops-push-2"
+    doc = yaml.safe_load(out)
+    top = doc["apply top"]
+    # 60 > GitLab's 50: it needs a barrier of its stage, which has no needs and so waits
+    # for every earlier stage; and the parent's saved plans
+    barrier = doc["gitops-push level 2 barrier"]
+    assert top["needs"] == [{"job": "gitops-push level 2 barrier", "artifacts": False},
+                            {"pipeline": "$PARENT_PIPELINE_ID", "job": "gitops-push:plan",
+                             "artifacts": True}]
+    assert top["stage"] == barrier["stage"] == "gitops-push-2"
+    assert "needs" not in barrier
+    code, out, err = fan(r, "--platform", "gitlab", "--for", "drift")
+    assert code == 0, err
+    doc = yaml.safe_load(out)
+    assert doc["drift top"]["needs"] == [{"job": "gitops-push level 2 barrier",
+                                          "artifacts": False}]
+    assert doc["drift base00"]["needs"] == []  # drift reads no saved plan
 
 
 def test_gitlab_job_names_are_unique_and_within_the_limit():

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from test_templates import ROOT, TEMPLATES, load_workflow, load_yaml, steps_using
 
 from gitops_push.run import fanout_gitlab
@@ -84,6 +85,88 @@ def test_gitlab_child_jobs_are_what_fan_out_extends():
     assert summary["stage"] == ".post" and summary["when"] == "always"
     visible = [k for k in doc if not k.startswith(".") and k not in ("variables",)]
     assert visible == ["gitops-push:summary"]  # nothing else runs in the child
+
+
+
+def _script_lines(doc: dict, job: dict) -> list[str]:
+    """A job's script, following `extends:` as GitLab does (the nearest one wins)."""
+    while "script" not in job and "extends" in job:
+        job = doc[job["extends"]]
+    return [str(line) for line in job.get("script", [])]
+
+
+@pytest.mark.parametrize("path", sorted((TEMPLATES / "gitlab").glob("*.yml")),
+                         ids=lambda p: p.name)
+def test_every_gitlab_job_that_applies_applies_saved_plans(path):
+    """Plain apply and the child's apply jobs: `apply --plan-dir "$GITOPS_PUSH_PLAN_DIR"`,
+    never a plan of their own; the CLI refuses a missing or stale saved plan."""
+    doc = load_yaml(path)
+    for name, job in doc.items():
+        if not isinstance(job, dict):
+            continue
+        lines = _script_lines(doc, job)
+        applies = [line for line in lines if re.search(r"\bgitops-push apply\b", line)]
+        if not applies:
+            continue
+        assert not any(re.search(r"\bgitops-push plan\b", line) for line in lines), name
+        for line in applies:
+            assert '--plan-dir "$GITOPS_PUSH_PLAN_DIR"' in line, f"{path.name}:{name}: {line}"
+
+
+def test_gitlab_child_apply_jobs_take_the_parents_saved_plans():
+    child = load_yaml(CHILD)
+    assert child["variables"]["GITOPS_PUSH_PLAN_DIR"] == \
+        load_yaml(TEMPLATES / "gitlab" / "gitops-push.gitlab-ci.yml")["variables"][
+            "GITOPS_PUSH_PLAN_DIR"]
+    apply = child[".gitops-push-fan-out-apply"]
+    assert _script_lines(child, apply) == [
+        'gitops-push apply --plan-dir "$GITOPS_PUSH_PLAN_DIR" --summary-md '
+        '"$GITOPS_PUSH_SUMMARY_FILE"']
+    # `needs:` would be replaced by every generated job's own (extends merges no lists)
+    assert "needs" not in apply and "needs" not in child[".gitops-push-fan-out-job"]
+    # the downloaded plans are not a change to deploy: apply refuses a dirty tree
+    (exclude,) = [s for s in child[".gitops-push-fan-out-job"]["before_script"]
+                  if "info/exclude" in s]
+    assert '"${GITOPS_PUSH_PLAN_DIR%/}"' in exclude
+    parent = load_yaml(PARENT)
+    trigger = parent["gitops-push:apply-jobs"]
+    assert trigger["variables"] == {"PARENT_PIPELINE_ID": "$CI_PIPELINE_ID"}
+    # the parent's plan job (from the plain template it includes) saves them at this
+    # commit on the default branch, as its artifacts
+    plain = load_yaml(TEMPLATES / "gitlab" / "gitops-push.gitlab-ci.yml")
+    plan = plain["gitops-push:plan"]
+    assert "$GITOPS_PUSH_PLAN_DIR/" in plan["artifacts"]["paths"]
+    assert any('plan --plan-dir "$GITOPS_PUSH_PLAN_DIR"' in s for s in plan["script"])
+    assert {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"} in plan["rules"]
+    assert "gitops-push:plan" not in parent  # the plain template's, unchanged
+
+
+PARENT_PLANS = {"pipeline": "$PARENT_PIPELINE_ID", "job": "gitops-push:plan",
+                "artifacts": True}
+
+
+def test_every_generated_apply_job_fetches_the_parents_saved_plans(make_repo):
+    stacks = {"net": [], "app": ["net"], "solo": []}
+    stacks.update({f"base{i:02d}": [] for i in range(55)})
+    stacks["top"] = [f"base{i:02d}" for i in range(55)]  # past GitLab's 50 needs
+    lines = ["version: 1", "stacks:"]
+    repo_files = {}
+    for name, deps in stacks.items():
+        lines += [f"  - name: {name}", f"    path: stacks/{name}", "    type: terraform"]
+        lines += [f"    depends_on: [{', '.join(deps)}]"] if deps else []
+        repo_files[f"stacks/{name}/main.tf"] = "#\n"
+    repo_files["gitops-push.yaml"] = "\n".join(lines) + "\n"
+    r = make_repo(repo_files)
+    res = subprocess.run([sys.executable, "-m", "gitops_push", "-C", str(r.path), "fan-out",
+                          "--platform", "gitlab", "--for", "apply"], text=True,
+                         capture_output=True, check=False, env={**os.environ, "NO_COLOR": "1"})
+    assert res.returncode == 0, res.stderr
+    doc = yaml.safe_load(res.stdout)
+    jobs = {k: v for k, v in doc.items() if isinstance(v, dict)
+            and v.get("extends") == ".gitops-push-fan-out-apply"}
+    assert len(jobs) == len(stacks)
+    for name, job in jobs.items():
+        assert PARENT_PLANS in job.get("needs", []), name
 
 
 @pytest.mark.parametrize(("variables", "says"), [

@@ -459,6 +459,64 @@ def test_apply_applies_the_plans_made_at_the_same_commit() -> None:
     assert "GITOPS_PUSH_BASE" not in json.dumps(jobs)
 
 
+def _runs(step: Mapping[str, Any], command: str) -> bool:
+    return re.search(rf"^\s*gitops-push {command}\b", str(step.get("run", "")), re.M) is not None
+
+
+def _needed(jobs: Mapping[str, Any], name: str) -> set[str]:
+    """Every job ``name`` needs, directly or through others."""
+    needs = jobs[name].get("needs", [])
+    direct = {needs} if isinstance(needs, str) else set(needs)
+    return direct.union(*(_needed(jobs, n) for n in direct))
+
+
+APPLYING_WORKFLOWS = [w for w in GITHUB_WORKFLOWS if "gitops-push apply" in w.read_text()]
+
+
+def test_both_apply_workflows_are_checked_for_saved_plans() -> None:
+    assert {"gitops-push-apply.yml", "gitops-push-apply-fan-out.yml"} <= \
+        {w.name for w in APPLYING_WORKFLOWS}
+
+
+@pytest.mark.parametrize("workflow", APPLYING_WORKFLOWS, ids=lambda p: p.name)
+def test_every_job_that_applies_applies_the_saved_plans_of_this_commit(workflow: Path) -> None:
+    """Plain apply and every fan-out wave: download the plans the plan job saved at this
+    commit, then `apply` with GITOPS_PUSH_PLAN_DIR pointing at them (a missing or stale
+    plan is refused by the CLI), never a plan of their own."""
+    wf = load_workflow(workflow.name)
+    jobs = wf["jobs"]
+    applying = [n for n, j in jobs.items() if any(_runs(s, "apply") for s in j["steps"])]
+    assert applying
+    for name in applying:
+        job = jobs[name]
+        steps = job["steps"]
+        assert not any(_runs(s, "plan") for s in steps), f"{name} plans again"
+        (at,) = [i for i, s in enumerate(steps) if _runs(s, "apply")]
+        env = {**wf.get("env", {}), **job.get("env", {}), **steps[at].get("env", {})}
+        plan_dir = env.get("GITOPS_PUSH_PLAN_DIR")
+        assert plan_dir, f"{name}: apply runs without GITOPS_PUSH_PLAN_DIR"
+        flag = re.search(r"--plan-dir\s+(\S+)", steps[at]["run"])
+        assert flag is None or flag.group(1) == '"$GITOPS_PUSH_PLAN_DIR"', name
+        downloads = [s for s in steps[:at]
+                     if str(s.get("uses", "")).startswith("actions/download-artifact@")]
+        assert len(downloads) == 1, f"{name}: no download of the saved plans before apply"
+        artifact = downloads[0]["with"]["name"]
+        assert artifact == "gitops-push-plans-${{ github.sha }}"  # bound to this commit
+        assert downloads[0]["with"]["path"] == "${{ env.GITOPS_PUSH_PLAN_DIR }}"
+        # ... uploaded by a job this one needs, right after it planned into that dir
+        uploaders = [(n, s) for n in _needed(jobs, name)
+                     for s in steps_using(jobs[n], "actions/upload-artifact")
+                     if s["with"]["name"] == artifact]
+        assert len(uploaders) == 1, f"{name}: no job it needs uploads {artifact}"
+        (planner, upload), = uploaders
+        assert upload["with"]["path"] == "${{ env.GITOPS_PUSH_PLAN_DIR }}"
+        assert upload["with"]["if-no-files-found"] == "error"
+        plan_steps = [s for s in jobs[planner]["steps"] if _runs(s, "plan")]
+        assert plan_steps and {**wf.get("env", {}), **jobs[planner].get("env", {}),
+                               **plan_steps[0].get("env", {})}.get("GITOPS_PUSH_PLAN_DIR") \
+            == plan_dir
+
+
 @pytest.mark.parametrize("workflow", GITHUB_WORKFLOWS, ids=lambda p: p.name)
 def test_every_checkout_fetches_the_full_history(workflow: Path) -> None:
     for name, job in load_workflow(workflow.name)["jobs"].items():

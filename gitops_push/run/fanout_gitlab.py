@@ -21,6 +21,12 @@ GITLAB_JOB_NAME_MAX = 255
 GITLAB_NEEDS_MAX = 50  # GitLab's default limit of `needs:` per job (ci_dag_limit_needs)
 GITLAB_EXTENDS = ".gitops-push-fan-out-{command}"
 GITLAB_INCLUDE = "ci/gitops-push-fan-out-jobs.gitlab-ci.yml"
+# An apply job applies the plans reviewers approved, which the parent pipeline's plan job
+# saved: GitLab hands a child job a parent job's artifacts through this `needs:` entry
+# (the trigger job sets PARENT_PIPELINE_ID).
+PARENT_PLANS = {"pipeline": "$PARENT_PIPELINE_ID", "job": "gitops-push:plan",
+                "artifacts": True}
+BARRIER = "gitops-push level {level} barrier"
 _RESOURCE_BAD = re.compile(r"[^A-Za-z0-9_./-]")
 _PLAIN_KEY = re.compile(r"[A-Za-z_.][A-Za-z0-9_.-]*")  # no YAML plain-scalar surprises
 _YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
@@ -68,7 +74,8 @@ def shipped_jobs() -> dict[str, Any]:
 def gitlab_pipeline(plan: FanOut, *, include: Sequence[str] = (),
                     extends: str | None = None) -> dict[str, Any]:
     """The child pipeline: one job per group, ``needs:`` for the DAG, one stage per level
-    (a job whose needs would pass GitLab's limit waits for the earlier stages instead).
+    (a job whose needs would pass GitLab's limit waits for a barrier of its stage
+    instead); an apply job also needs the parent's plan job, for the reviewed plans.
 
     The job definitions come from ``include`` (local files of the project), else the
     shipped ones are embedded, so the pipeline runs without any file in the repository.
@@ -94,11 +101,16 @@ def gitlab_pipeline(plan: FanOut, *, include: Sequence[str] = (),
             "stage": doc["stages"][0],
             "script": [f"echo 'gitops-push: no stack to {plan.command}'"]}
         return doc
+    parent = [dict(PARENT_PLANS)] if plan.command == "apply" else []
+    room = GITLAB_NEEDS_MAX - len(parent)
     for j in plan.jobs:
         stacks = j.names
         job: dict[str, Any] = {"extends": base, "stage": f"gitops-push-{j.level}"}
-        if len(j.needs) <= GITLAB_NEEDS_MAX:
-            job["needs"] = [{"job": names[k], "artifacts": False} for k in j.needs]
+        if len(j.needs) <= room:
+            needs = [{"job": names[k], "artifacts": False} for k in j.needs]
+        else:
+            needs = [{"job": _barrier(doc, j.level), "artifacts": False}]
+        job["needs"] = needs + [dict(n) for n in parent]
         job["resource_group"] = resource_group(stacks)
         job["variables"] = {
             "GITOPS_PUSH_STACK": " ".join(stacks),
@@ -111,6 +123,20 @@ def gitlab_pipeline(plan: FanOut, *, include: Sequence[str] = (),
             job["variables"]["GITOPS_PUSH_ALLOW_DESTROY"] = "true"
         doc[names[j.key]] = job
     return doc
+
+
+def _barrier(doc: dict[str, Any], level: int) -> str:
+    """A job with more dependencies than GitLab's `needs:` limit waits for a barrier in
+    its own stage: having no `needs:`, the barrier starts only when every job of the
+    earlier stages succeeded, and the job needs just the barrier (and the parent's plans,
+    which a stage-ordered job could not fetch)."""
+    name = BARRIER.format(level=level)
+    doc.setdefault(name, {
+        "stage": f"gitops-push-{level}",
+        "variables": {"GIT_STRATEGY": "none"},
+        "script": [f"echo 'gitops-push: every job before level {level} succeeded'"],
+    })
+    return name
 
 
 def gitlab_yaml(plan: FanOut, **kwargs: Any) -> str:
