@@ -96,6 +96,8 @@ def _input_links(stacks: Iterable[Stack], refs: RefIndex, changed: list[str]
     """stack -> the changed paths among its inputs, each explained by its most specific
     input (a nested module's own chain). Indexed by input path, so a monorepo's
     thousands of stacks cost one lookup per directory level of each changed path."""
+    if not changed:
+        return {}  # nothing to link (no unparsable file, say): skip indexing every stack
     index: dict[str, list[tuple[str, Input]]] = {}
     for s in stacks:
         for inp in stack_inputs(refs, s):

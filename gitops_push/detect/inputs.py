@@ -82,6 +82,8 @@ class RefIndex:
         raise ParseError(f"{target!r}: too many symlink levels (a symlink loop?)", path=where)
 
     def _symlink_prefix(self, path: str) -> str | None:
+        if not self.tree.has_symlinks:
+            return None
         parts = path.split("/")
         for i in range(1, len(parts) + 1):
             prefix = "/".join(parts[:i])

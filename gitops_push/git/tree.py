@@ -5,7 +5,6 @@ a tree (what never leaves the repository).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,7 @@ class Tree:
     sha: str
     entries: dict[str, Entry]
     _dirs: dict[str, list[str]] | None = field(default=None, repr=False)
+    _has_symlinks: bool | None = field(default=None, repr=False)
 
     @property
     def dirs(self) -> dict[str, list[str]]:
@@ -60,6 +60,14 @@ class Tree:
     def is_symlink(self, path: str) -> bool:
         e = self.entries.get(path)
         return e is not None and e.mode == "120000"
+
+    @property
+    def has_symlinks(self) -> bool:
+        """Whether any blob of this commit is a symlink (most repositories have none,
+        which spares a per-prefix lookup for every path resolved)."""
+        if self._has_symlinks is None:
+            self._has_symlinks = any(e.mode == "120000" for e in self.entries.values())
+        return self._has_symlinks
 
     def files_in(self, path: str) -> list[str]:
         return self.dirs.get(path, [])
@@ -95,7 +103,9 @@ def resolve_in_tree(base_dir: str, target: str) -> str | None:
     if target.startswith("/"):
         return None
     parts: list[str] = [] if base_dir in ("", ".") else base_dir.split("/")
-    for part in PurePosixPath(target).parts:
+    # the same components as PurePosixPath(target).parts (empty and "." ones dropped),
+    # without building a path object: called once per reference of every stack
+    for part in target.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
