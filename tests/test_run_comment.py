@@ -12,15 +12,14 @@ import io
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from fake_http import JsonHandler, serve
 
 from gitops_push.cli.app import run
 from gitops_push.errors import ExitCode
@@ -57,21 +56,7 @@ def api() -> Iterator[FakeApi]:
     gl_item = re.compile(r"/api/v4/projects/42/merge_requests/3/notes/(\d+)")
     gl_mrs = re.compile(r"/api/v4/projects/42/repository/commits/([0-9a-f]{40})/merge_requests")
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def reply(self, status: int, payload: object, headers: dict[str, str] | None = None
-                  ) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def page(self, items: list[dict[str, Any]], github: bool) -> None:
             query = parse_qs(urlparse(self.path).query)
             page = int(query.get("page", ["1"])[0])
@@ -100,8 +85,7 @@ def api() -> Iterator[FakeApi]:
                                                 404: "Not Found",
                                                 422: "Validation Failed"}.get(status, "boom")})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else {}
+            body = self.json_body()
             items = sorted(fake.comments.values(), key=lambda c: c["id"])
             if (gh_list.fullmatch(path) or gl_list.fullmatch(path)) and method == "GET":
                 self.page(items, github)
@@ -117,28 +101,9 @@ def api() -> Iterator[FakeApi]:
             else:
                 self.reply(404, {"message": "Not Found"})
 
-        def do_GET(self) -> None:
-            self.handle_any("GET")
-
-        def do_POST(self) -> None:
-            self.handle_any("POST")
-
-        def do_PUT(self) -> None:
-            self.handle_any("PUT")
-
-        def do_PATCH(self) -> None:
-            self.handle_any("PATCH")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve(Handler) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def github_env(api: FakeApi, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -24,16 +24,15 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import yaml
+from fake_http import JsonHandler, serve
 
 import gitops_push
 
@@ -1435,29 +1434,14 @@ def fake_gitlab() -> Iterator[FakeGitLab]:
     me = {"id": 99, "username": "project_42_bot"}
     notes_path = re.compile(r"/api/v4/projects/42/merge_requests/3/notes(?:/(\d+))?")
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def reply(self, status: int, payload: object,
-                  headers: Mapping[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def handle_any(self, method: str) -> None:
             path = urlparse(self.path).path
             requests.append((method, path))
             if self.headers.get("PRIVATE-TOKEN") != token:
                 self.reply(401, {"message": "401 Unauthorized"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else {}
+            body = self.json_body()
             m = notes_path.fullmatch(path)
             if path == "/api/v4/user" and method == "GET":
                 self.reply(200, me)
@@ -1479,25 +1463,8 @@ def fake_gitlab() -> Iterator[FakeGitLab]:
             else:
                 self.reply(404, {"message": "404 Not Found"})
 
-        def do_GET(self) -> None:
-            self.handle_any("GET")
-
-        def do_POST(self) -> None:
-            self.handle_any("POST")
-
-        def do_PUT(self) -> None:
-            self.handle_any("PUT")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield FakeGitLab(f"http://127.0.0.1:{server.server_address[1]}/api/v4", token, notes,
-                         requests)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve(Handler) as url:
+        yield FakeGitLab(f"{url}/api/v4", token, notes, requests)
 
 
 def mr_note_snippet(gitlab: Mapping[str, Any]) -> str:
