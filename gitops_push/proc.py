@@ -235,7 +235,7 @@ def run(
         duration=time.monotonic() - start,
         stdout_bytes=readers[0].data() if keep_bytes else b"",
     )
-    log.debug("exit %s after %.2fs: %s", result.returncode, result.duration, name)
+    log.debug("exit %s after %.4fs: %s", result.returncode, result.duration, name)
     shown = tuple(redact(a, secret_list) for a in argv)
     if stopped is not None:
         raise ToolError(
