@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import shlex
 import signal
 import subprocess
@@ -19,7 +20,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from gitops_push.errors import ToolError
 
@@ -48,6 +48,7 @@ BASE_ENV_NAMES = (
 TAIL_LINES = 40
 MAX_CAPTURE = 64 * 1024 * 1024  # bytes kept per stream; beyond that only the tail survives
 REDACTED = "(sensitive)"
+DRAIN_AFTER_EXIT = 10.0  # seconds to keep reading pipes a grandchild still holds open
 
 
 def format_command(command: Sequence[str]) -> str:
@@ -81,33 +82,51 @@ class Result:
         return "\n".join(lines.rstrip().splitlines()[-TAIL_LINES:])
 
 
-class _Reader(threading.Thread):
-    """Drains one pipe so the child never blocks on a full pipe buffer."""
+class _Sink:
+    """What one pipe delivered: kept up to MAX_CAPTURE, then only its last lines; each
+    complete line also goes to ``on_line`` as it arrives."""
 
-    def __init__(self, stream: IO[bytes], on_line: Callable[[str], None] | None) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
+    def __init__(self, on_line: Callable[[str], None] | None) -> None:
         self.on_line = on_line
         self.chunks: list[bytes] = []
         self.size = 0
         self.tail: deque[bytes] = deque(maxlen=TAIL_LINES)
         self.truncated = False
+        self._partial = b""
 
-    def run(self) -> None:
-        for raw in iter(self.stream.readline, b""):
-            if self.size < MAX_CAPTURE:
-                self.chunks.append(raw)
-                self.size += len(raw)
-            else:
-                self.truncated = True
-                self.tail.append(raw)
+    def feed(self, data: bytes) -> None:
+        if not self.truncated:
+            room = MAX_CAPTURE - self.size
+            cut = len(data) if len(data) <= room else data.rfind(b"\n", 0, room) + 1
+            head, data = data[:cut], data[cut:]  # whole lines up to the limit
+            self.chunks.append(head)
+            self.size += len(head)
             if self.on_line is not None:
-                try:
-                    self.on_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
-                except Exception:  # a broken progress display must not stall the tool
-                    log.exception("output callback failed; streaming disabled")
-                    self.on_line = None
-        self.stream.close()
+                self._split(head)
+            if not data:
+                return
+            self.truncated = True
+        self._split(data)
+
+    def close(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+
+    def _split(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._line(line + b"\n")
+
+    def _line(self, raw: bytes) -> None:
+        if self.truncated:
+            self.tail.append(raw)
+        if self.on_line is not None:
+            try:
+                self.on_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            except Exception:  # a broken progress display must not stall the tool
+                log.exception("output callback failed; streaming disabled")
+                self.on_line = None
 
     def data(self) -> bytes:
         data = b"".join(self.chunks)
@@ -119,20 +138,101 @@ class _Reader(threading.Thread):
         return self.data().decode("utf-8", "replace")
 
 
+def _exit_fd(proc: subprocess.Popen[bytes]) -> int | None:
+    """A descriptor that becomes readable when the child exits (Linux pidfd), so one
+    ``select`` wakes for output and exit alike, without a thread per child or the
+    growing sleeps of ``Popen.wait(timeout)`` (milliseconds on every short git call)."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _communicate(proc: subprocess.Popen[bytes], sinks: tuple[_Sink, _Sink],
+                 input: bytes | None, stop: Callable[[], str | None],
+                 grace: float) -> str | None:
+    """Feed ``input``, drain both pipes and wait for the child, in this thread.
+
+    When ``stop()`` names a reason, the child's process group gets SIGINT, then SIGTERM
+    after ``grace`` seconds, then SIGKILL (Terraform handles SIGINT by finishing safely
+    and releasing its state lock), while its output is still read: what it says on the
+    way out is kept, and a full pipe never keeps it from exiting. Returns that reason,
+    or None."""
+    assert proc.stdout is not None and proc.stderr is not None
+    sel = selectors.DefaultSelector()
+    for stream, sink in ((proc.stdout, sinks[0]), (proc.stderr, sinks[1])):
+        if not stream.closed:
+            sel.register(stream, selectors.EVENT_READ, sink)
+    pending = memoryview(input or b"")
+    if proc.stdin is not None and not proc.stdin.closed:
+        if pending:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE, None)
+        else:
+            proc.stdin.close()
+    exit_fd = _exit_fd(proc)
+    if exit_fd is not None:
+        sel.register(exit_fd, selectors.EVENT_READ, "exit")
+    stopped: str | None = None
+    signals: list[tuple[float, signal.Signals]] = []
+    drain_until = 0.0  # once it exited: a grandchild may still hold the pipes open
+    try:
+        while True:
+            now = time.monotonic()
+            if proc.returncode is None and stopped is None:
+                stopped = stop()
+                if stopped is not None:
+                    signals = [(now, signal.SIGINT), (now + grace, signal.SIGTERM),
+                               (now + grace + 5, signal.SIGKILL)]
+            while signals and proc.returncode is None and signals[0][0] <= now:
+                _signal_group(proc, signals.pop(0)[1])
+            open_pipes = any(k.data != "exit" for k in sel.get_map().values())
+            if proc.returncode is None and exit_fd is None:
+                if not open_pipes:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=0.1)
+                    continue
+                proc.poll()
+            if proc.returncode is not None:
+                if not drain_until:
+                    drain_until = now + DRAIN_AFTER_EXIT
+                if not open_pipes or now > drain_until:
+                    return stopped
+            for key, _ in sel.select(0.1):
+                if key.data == "exit":
+                    sel.unregister(key.fileobj)
+                    proc.wait()
+                elif key.data is None:  # stdin
+                    try:
+                        pending = pending[os.write(key.fd, pending[:65536]):]
+                    except BrokenPipeError:
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()  # type: ignore[union-attr]
+                else:
+                    chunk = os.read(key.fd, 65536)
+                    if chunk:
+                        key.data.feed(chunk)
+                    else:
+                        sel.unregister(key.fileobj)
+                        key.data.close()
+    finally:
+        sel.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
+
+
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGINT, then SIGTERM, then SIGKILL: Terraform handles SIGINT by finishing safely."""
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        _signal_group(proc, sig)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run(
@@ -188,52 +288,30 @@ def run(
         ) from exc
     except PermissionError as exc:
         raise ToolError(f"{name}: {argv[0]!r} is not executable", command=argv) from exc
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [_Reader(proc.stdout, line_cb), _Reader(proc.stderr, line_cb)]
-    for r in readers:
-        r.start()
-    if input is not None:
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(input)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
+    sinks = (_Sink(line_cb), _Sink(line_cb))
     deadline = None if timeout is None else start + timeout
-    stopped: str | None = None
-    # a waiter thread wakes us the moment the tool exits (Popen.wait(timeout) polls with
-    # growing sleeps, which adds milliseconds to every short git call)
-    exited = threading.Event()
 
-    def waiter() -> None:
-        proc.wait()
-        exited.set()
+    def stop() -> str | None:
+        if cancel is not None and cancel.is_set():
+            return "interrupted"
+        if deadline is not None and time.monotonic() > deadline:
+            return f"timed out after {timeout:g}s"
+        return None
 
-    threading.Thread(target=waiter, daemon=True).start()
     try:
-        while True:
-            if exited.wait(0.1):
-                break
-            if cancel is not None and cancel.is_set():
-                stopped = "interrupted"
-                _stop(proc, grace)
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                stopped = f"timed out after {timeout:g}s"
-                _stop(proc, grace)
-                break
-    except BaseException:
-        _stop(proc, grace)
+        stopped = _communicate(proc, sinks, input, stop, grace)
+    except BaseException:  # Ctrl-C: stop the child the same way, still reading it
+        _communicate(proc, sinks, None, lambda: "interrupted", grace)
         raise
-    for r in readers:
-        r.join(timeout=10)
+    finally:
+        _close_pipes(proc)
     result = Result(
         command=argv,
         returncode=proc.returncode,
-        stdout=redact(readers[0].text(), secret_list),
-        stderr=redact(readers[1].text(), secret_list),
+        stdout=redact(sinks[0].text(), secret_list),
+        stderr=redact(sinks[1].text(), secret_list),
         duration=time.monotonic() - start,
-        stdout_bytes=readers[0].data() if keep_bytes else b"",
+        stdout_bytes=sinks[0].data() if keep_bytes else b"",
     )
     log.debug("exit %s after %.4fs: %s", result.returncode, result.duration, name)
     shown = tuple(redact(a, secret_list) for a in argv)

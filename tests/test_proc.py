@@ -61,3 +61,47 @@ def test_filtered_env_keeps_the_base_and_the_names_asked_for() -> None:
     env = proc.filtered_env({"PATH": "/bin", "HOME": "/h", "SECRET": "x", "WANTED": "y"},
                             ["WANTED"])
     assert env.get("WANTED") == "y" and "SECRET" not in env and env.get("PATH") == "/bin"
+
+
+def test_input_and_output_larger_than_a_pipe_buffer_flow_both_ways() -> None:
+    """The child reads stdin while writing stdout and stderr (cat-file --batch does):
+    neither side may block on a full pipe."""
+    data = bytes(range(256)) * 40_000  # 10 MB
+    code = ("import sys; d = sys.stdin.buffer.read(); sys.stdout.buffer.write(d); "
+            "sys.stderr.write('x' * 1_000_000)")
+    res = proc.run([PY, "-c", code], env={}, input=data, keep_bytes=True)
+    assert res.stdout_bytes == data
+    assert len(res.stderr) == 1_000_000
+
+
+def test_lines_are_streamed_whole_across_reads_and_the_last_one_without_a_newline() -> None:
+    code = ("import sys, time\n"
+            "sys.stdout.write('one-'); sys.stdout.flush(); time.sleep(0.2)\n"
+            "sys.stdout.write('line\\ntwo\\nthree'); sys.stdout.flush()\n")
+    lines: list[str] = []
+    proc.run([PY, "-c", code], env={}, on_line=lines.append)
+    assert lines == ["one-line", "two", "three"]
+
+
+def test_beyond_the_capture_limit_only_the_last_lines_are_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proc, "MAX_CAPTURE", 1000)
+    code = "for i in range(5000): print(f'line {i}')"
+    res = proc.run([PY, "-c", code], env={})
+    assert res.stdout.startswith("line 0\n")
+    assert "[... output truncated ...]" in res.stdout
+    assert res.stdout.rstrip().endswith("line 4999")
+    assert len(res.stdout) < 3000
+
+
+def test_a_grandchild_holding_the_pipes_open_does_not_hold_the_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """git may leave a detached helper behind; the run ends once the tool exits, after
+    at most DRAIN_AFTER_EXIT seconds of reading what the helper still writes."""
+    monkeypatch.setattr(proc, "DRAIN_AFTER_EXIT", 0.5)
+    code = ("import subprocess, sys; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(20)']); "
+            "print('parent done')")
+    res = proc.run([PY, "-c", code], env={}, timeout=15)
+    assert res.returncode == 0 and res.stdout == "parent done\n"
+    assert res.duration < 10

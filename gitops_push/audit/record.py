@@ -49,7 +49,8 @@ def parse_time(value: object) -> datetime | None:
     text = value.strip()
     try:
         if m:
-            parsed = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ")
+            # fromisoformat reads the basic format too, without strptime's import (~1.5 ms)
+            parsed = datetime.fromisoformat(m.group(1))
         else:
             parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except ValueError:

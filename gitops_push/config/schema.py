@@ -7,7 +7,6 @@ adding an engine adds its keys in its own module with the same error quality.
 from __future__ import annotations
 
 import builtins
-import difflib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -79,6 +78,8 @@ class Section:
         allowed = list(allowed)
         for key, (knode, _) in self.items.items():
             if key not in allowed:
+                import difflib  # only for a misspelt key
+
                 hint = difflib.get_close_matches(key, allowed, n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 choices = ", ".join(sorted(allowed))

@@ -259,11 +259,11 @@ def _config_at(repo: Repo, config: Config, sha: str) -> Config:
     if config.file is None:
         return config
     tree = repo.tree(sha)
-    entry = tree.entries.get(config.file)
-    if entry is None:
+    if not tree.is_file(config.file):
         return config
+    blob = tree.blob(config.file)
     try:
-        return config_mod.parse(repo.read_blobs([entry.sha])[entry.sha], config.file)
+        return config_mod.parse(repo.read_blobs([blob])[blob], config.file)
     except (ConfigError, UserError):
         return config
 

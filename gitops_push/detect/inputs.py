@@ -12,10 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gitops_push.detect.grep_cache import GrepCache
 from gitops_push.errors import ParseError
 from gitops_push.git import Repo, Tree, resolve_in_tree
+from gitops_push.git.tree import REGULAR_MODES  # what git grep searches (no symlinks)
 
 MAX_SYMLINK_HOPS = 40
+GREP_BY_PATH_LIMIT = 1000  # more unknown blobs than this: grep the whole commit once
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,33 @@ class RefIndex:
         """Contents of files of this commit, in one batch."""
         by_sha: dict[str, list[str]] = {}
         for p in paths:
-            by_sha.setdefault(self.tree.entries[p].sha, []).append(p)
+            by_sha.setdefault(self.tree.blob(p), []).append(p)
         blobs = self.repo.read_blobs(by_sha)
         return {p: blobs.get(sha, b"") for sha, ps in by_sha.items() for p in ps}
+
+    def grep(self, pattern: str, suffixes: tuple[str, ...]) -> set[str]:
+        """Files of this commit whose name ends in one of ``suffixes`` and whose content
+        matches the extended regex ``pattern`` (``git grep -E``). Blobs seen before are
+        answered from the cache; only the others are grepped, by path, or with the
+        whole commit when there are many (a first run)."""
+        tree = self.tree
+        blobs = {p: tree.blob(p) for p, meta in tree.listing.items()
+                 if p.endswith(suffixes) and meta.startswith(REGULAR_MODES)}
+        cache = GrepCache.of(self.repo.git_dir)
+        known = cache.answers(pattern, blobs.values())
+        found = {p for p, blob in blobs.items() if known.get(blob)}
+        unknown = [p for p, blob in blobs.items() if blob not in known]
+        if not unknown:
+            return found
+        if len(unknown) > GREP_BY_PATH_LIMIT:
+            unknown = list(blobs)
+            matched = set(self.repo.grep_files(tree.sha, pattern, [f"*{s}" for s in suffixes]))
+        else:
+            matched = set(self.repo.grep_files(tree.sha, pattern, unknown, literal=True))
+        for p in unknown:
+            cache.put(pattern, blobs[p], p in matched)
+        cache.save()
+        return found | (matched & set(unknown))
 
     # -- path resolution --------------------------------------------------------------
     def resolve(self, base_dir: str, target: str, where: str) -> str:

@@ -14,11 +14,18 @@ point's name. Engines are imported only when a stack or a setting names them.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import os
+import sys
 from functools import cache
-from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitops_push.engines.base import EngineSpec
 from gitops_push.errors import UserError
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 ENTRY_POINT_GROUP = "gitops_push.engines"
 
@@ -29,9 +36,43 @@ BUILTIN = {
 }
 
 
+def _may_declare_engines() -> bool:
+    """Whether any installed distribution may declare an engine entry point.
+
+    Importing ``importlib.metadata`` costs about 25 ms (it pulls in ``email``, ``zipfile``
+    and more), on every run, and almost no installation has a plugin engine. So look
+    first where ``importlib.metadata`` would: the ``entry_points.txt`` of every
+    ``*.dist-info``/``*.egg-info`` directory on ``sys.path``. Anything this look cannot
+    see through (a zip on ``sys.path``, a finder of distributions other than the
+    standard one) answers yes, and ``importlib.metadata`` decides.
+    """
+    if any(hasattr(f, "find_distributions") and f is not importlib.machinery.PathFinder
+           for f in sys.meta_path):
+        return True
+    needle = ENTRY_POINT_GROUP.encode()
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as found:
+                dists = [d.path for d in found if d.name.endswith((".dist-info", ".egg-info"))]
+        except NotADirectoryError:
+            return True
+        except OSError:  # a sys.path entry that does not exist
+            continue
+        for dist in dists:
+            try:
+                if needle in Path(dist, "entry_points.txt").read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def _entry_points() -> dict[str, metadata.EntryPoint]:
     """Engines other distributions provide; the one place entry points are read."""
     found: dict[str, metadata.EntryPoint] = {}
+    if not _may_declare_engines():
+        return found
+    from importlib import metadata
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN:
             raise UserError(f"the engine entry point {ep.name!r} ({ep.value}) would replace the "

@@ -24,10 +24,10 @@ from gitops_push.git.repo import (
     Repo,
     check_ref_syntax,
 )
-from gitops_push.git.tree import Entry, FileChange, Tree, parse_name_status, resolve_in_tree
+from gitops_push.git.tree import FileChange, Tree, parse_name_status, resolve_in_tree
 
 __all__ = [
-    "MAX_REF_LEN", "NETWORK_TIMEOUT", "SHA_RE", "ZERO_SHA", "Entry", "FileChange", "PushResult",
+    "MAX_REF_LEN", "NETWORK_TIMEOUT", "SHA_RE", "ZERO_SHA", "FileChange", "PushResult",
     "Repo", "Tree", "check_ref_syntax", "commit_tree", "fetch_refspecs", "hash_object",
     "ident_env", "ls_remote", "parse_name_status", "push", "resolve_in_tree", "rev",
     "tree_with_file", "zero_oid",

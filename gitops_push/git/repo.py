@@ -17,7 +17,7 @@ from typing import Any
 
 from gitops_push import proc
 from gitops_push.errors import GitError, ToolError
-from gitops_push.git.tree import Entry, FileChange, Tree, parse_name_status
+from gitops_push.git.tree import FileChange, Tree, parse_ls_tree, parse_name_status
 
 ZERO_SHA = re.compile(r"^0+$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -277,16 +277,7 @@ class Repo:
         cached = self._trees.get(sha)
         if cached is not None:
             return cached
-        raw = self._out("ls-tree", "-r", "-z", "--full-tree", sha)
-        entries: dict[str, Entry] = {}
-        for item in raw.split("\x00"):
-            if not item:
-                continue
-            meta, _, path = item.partition("\t")
-            mode, kind, obj = meta.split(" ")
-            if kind == "blob":
-                entries[path] = Entry(mode, obj)
-        tree = Tree(sha, entries)
+        tree = parse_ls_tree(sha, self._out("ls-tree", "-r", "-z", "--full-tree", sha))
         self._trees[sha] = tree
         return tree
 
@@ -317,10 +308,16 @@ class Repo:
             pos += size + 1
         return out
 
-    def grep_files(self, sha: str, pattern: str, pathspecs: Sequence[str]) -> list[str]:
-        """Paths at ``sha`` whose content matches the extended regex ``pattern``."""
+    def grep_files(self, sha: str, pattern: str, pathspecs: Sequence[str], *,
+                   literal: bool = False) -> list[str]:
+        """Paths at ``sha`` whose content matches the extended regex ``pattern``.
+
+        No ``-I``: binary files are searched too, so the answer depends on a file's
+        content alone, never on attributes (detect/grep_cache.py caches it by blob id).
+        ``literal``: the pathspecs are file paths, not patterns."""
         res = self._run(
-            "grep", "-l", "-z", "-I", "-E", "-e", pattern, sha, "--", *pathspecs, check=False
+            *(["--literal-pathspecs"] if literal else []),
+            "grep", "-l", "-z", "-E", "-e", pattern, sha, "--", *pathspecs, check=False
         )
         if res.returncode not in (0, 1):
             raise ToolError(

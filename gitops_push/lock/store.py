@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ class LockOwner:
         ctx = ci_env.detect(environ)
         actor = ctx.actor or ci_env.clean(environ.get("USER") or environ.get("LOGNAME"))
         return cls(run_id, actor, ctx.pipeline_url or ctx.job_url,
-                   ci_env.clean(socket.gethostname(), 100), os.getpid(), command)
+                   ci_env.clean(os.uname().nodename, 100), os.getpid(), command)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> LockOwner:

@@ -200,7 +200,7 @@ def _dry_run(repo: Repo, config: Config, opts: RunOptions, environ: Mapping[str,
         wt = Path(tmp) / "wt"
         repo.add_worktree(wt, preview)
         try:
-            tracked = repo.tree(head).entries
+            tracked = repo.tree(head).listing
             for c in affected.stacks:
                 _copy_untracked(repo.root, c.stack.path, wt, tracked,
                                 engines.spec(c.stack.type).not_carried)

@@ -63,11 +63,10 @@ def files_hash(repo: Repo, sha: str, stack: Stack) -> str:
         elif tree.is_file(inp.path):
             paths.add(inp.path)
     for g in stack.watch:
-        paths.update(p for p in tree.entries if glob_match(g, p))
+        paths.update(p for p in tree.listing if glob_match(g, p))
     h = hashlib.sha256()
     for p in sorted(paths):
-        e = tree.entries[p]
-        h.update(f"{p}\0{e.mode}\0{e.sha}\n".encode("utf-8", "surrogateescape"))
+        h.update(f"{p}\0{tree.mode(p)}\0{tree.blob(p)}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

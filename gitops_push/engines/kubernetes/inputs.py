@@ -96,9 +96,7 @@ def discover(index: RefIndex, others: set[str], skipped: Callable[[str], bool]) 
             target = inp.path if inp.is_dir else (inp.path.rpartition("/")[0] or ".")
             if target != d:  # a kustomization's own files do not make it a base
                 referenced.add(target)
-    manifest_files = index.repo.grep_files(
-        tree.sha, r'^apiVersion:|"apiVersion"', ["*.yaml", "*.yml", "*.json"]
-    )
+    manifest_files = index.grep(r'^apiVersion:|"apiVersion"', (".yaml", ".yml", ".json"))
     mdirs = sorted({f.rpartition("/")[0] or "." for f in manifest_files})
     kset = set(kdirs)
 

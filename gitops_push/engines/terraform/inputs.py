@@ -44,13 +44,13 @@ class TfRefs:
     def __init__(self, index: RefIndex) -> None:
         self.index = index
         self._candidates: set[str] | None = None
+        self.dirs: dict[Callable[[str], bool], set[str]] = {}  # see _tf_dirs
         self._refs: dict[str, hcl.References] = {}
 
     @property
     def candidates(self) -> set[str]:
         if self._candidates is None:
-            ix = self.index
-            self._candidates = set(ix.repo.grep_files(ix.tree.sha, _TF_CANDIDATE, ["*.tf"]))
+            self._candidates = self.index.grep(_TF_CANDIDATE, (".tf",))
         return self._candidates
 
     def load(self, dirs: Iterable[str]) -> None:
@@ -63,7 +63,7 @@ class TfRefs:
             if f.endswith(".tf") and f in self.candidates
         ]
         cache = _scan_cache(self.index.repo)
-        found = {f: cache.get(tree.entries[f].sha, f) for f in wanted}
+        found = {f: cache.get(tree.blob(f), f) for f in wanted}
         texts = self.index.read([f for f, hit in found.items() if hit is None])
         for d in dirs:
             self._refs.setdefault(d, hcl.References((), ()))
@@ -79,7 +79,7 @@ class TfRefs:
                     self.index.broken[f] = exc
                     refs = self._salvage(text, f, d)
                 else:
-                    cache.put(tree.entries[f].sha, refs)
+                    cache.put(tree.blob(f), refs)
             mods, files = merged.setdefault(d, ([], []))
             mods.extend(refs.modules)
             files.extend(refs.files)
@@ -161,8 +161,12 @@ def inputs(index: RefIndex, stack_dir: str) -> list[Input]:
 
 
 def _tf_dirs(index: RefIndex, skipped: Callable[[str], bool]) -> set[str]:
-    return {d for d in {p.rpartition("/")[0] or "." for p in index.tree.entries
-                        if p.endswith(".tf")} if not skipped(d)}
+    """Directories holding ``.tf`` files (asked twice per commit: area and discover)."""
+    dirs = TfRefs.of(index).dirs
+    if skipped not in dirs:
+        dirs[skipped] = {d for d in {p.rpartition("/")[0] or "." for p in index.tree.listing
+                                     if p.endswith(".tf")} if not skipped(d)}
+    return dirs[skipped]
 
 
 def area(index: RefIndex, skipped: Callable[[str], bool]) -> set[str]:
