@@ -23,7 +23,8 @@ import yaml
 from gitops_push import config
 from gitops_push.config import Stack
 from gitops_push.engines.base import EngineContext
-from gitops_push.engines.terraform.engine import ENGINE, TerraformEngine
+from gitops_push.engines.terraform.engine import TerraformEngine
+from gitops_push.engines.terraform.spec import ENGINE
 
 TERRAFORM = shutil.which("terraform") or "terraform"
 BACKEND = 'terraform {\n  backend "local" {}\n}\n'
@@ -154,7 +155,7 @@ import json, sys
 from pathlib import Path
 from gitops_push import config
 from gitops_push.engines.base import EngineContext
-from gitops_push.engines.terraform.engine import ENGINE
+from gitops_push.engines.terraform.spec import ENGINE
 
 a = json.load(sys.stdin)
 stack = config.parse(a["config"]).stacks[0].stack

@@ -155,7 +155,7 @@ def test_cli_reference_is_current() -> None:
 
 def test_every_config_key_is_documented() -> None:
     from gitops_push.engines.kubernetes import settings as _k8s_settings
-    from gitops_push.engines.terraform import engine as terraform
+    from gitops_push.engines.terraform import settings as terraform
 
     config_doc = (ROOT / "docs" / "config.md").read_text()
     for key in ("version", "default_branch", "stacks", "defaults", "discover", "audit", "name",

@@ -146,3 +146,21 @@ def test_without_plugins_importlib_metadata_is_never_imported() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_registry_loads_an_engine_only_when_a_run_asks_for_it() -> None:
+    """Settings, discovery and inputs come from the engine's spec module; ``changed``
+    never imports what lint, plan, apply and drift need (issue 14)."""
+    import subprocess
+    import sys
+    code = ("import sys; from gitops_push.engines import spec; "
+            "specs = [spec('terraform'), spec('kubernetes')]; "
+            "before = sorted(m for m in sys.modules if m.endswith('.engine')); "
+            "engines = [s.factory() for s in specs]; "
+            "after = sorted(m for m in sys.modules if m.endswith('.engine')); "
+            "print(before, after, [type(e).__name__ for e in engines])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == ("[] ['gitops_push.engines.kubernetes.engine', "
+                           "'gitops_push.engines.terraform.engine'] "
+                           "['TerraformEngine', 'KubernetesEngine']")

@@ -23,9 +23,9 @@ from fixtures_terraform import (
 from gitops_push import config
 from gitops_push.engines.base import Change, DriftItem, OutputChange
 from gitops_push.engines.terraform.cli import installs_providers
-from gitops_push.engines.terraform.engine import ENGINE
 from gitops_push.engines.terraform.plan import PLAN_FILE, SUMMARY_FILE, changed_paths, drift_items
 from gitops_push.engines.terraform.settings import BIN_ENV, TerraformSettings, resolve_binary
+from gitops_push.engines.terraform.spec import ENGINE
 from gitops_push.errors import ConfigError, ToolError, UserError
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="needs terraform")

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "gitops_push.engines"
 
-# name -> module defining ENGINE
+# name -> module defining ENGINE (the engine itself is imported by ENGINE.factory)
 BUILTIN = {
-    "kubernetes": "gitops_push.engines.kubernetes.engine",
-    "terraform": "gitops_push.engines.terraform.engine",
+    "kubernetes": "gitops_push.engines.kubernetes.spec",
+    "terraform": "gitops_push.engines.terraform.spec",
 }
 
 

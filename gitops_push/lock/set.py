@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -65,7 +64,7 @@ class LockSet(LockStore):
         elif not isinstance(owner, LockOwner):
             base = LockOwner.from_mapping(owner)
             owner = replace(base, pid=base.pid or os.getpid(),
-                            host=base.host or ci_env.clean(socket.gethostname(), 100))
+                            host=base.host or ci_env.clean(os.uname().nodename, 100))
         if ttl <= 0:
             raise LockError(f"lock ttl must be positive, not {ttl}")
         self.owner = owner

@@ -26,16 +26,10 @@ from gitops_push.engines.base import (
     DriftItem,
     DriftResult,
     EngineContext,
-    EngineSpec,
     LintResult,
     PlanResult,
 )
-from gitops_push.engines.kubernetes import inputs as k8s_inputs
 from gitops_push.engines.kubernetes import lint as lintmod
-from gitops_push.engines.kubernetes.access import (
-    kubeconfig_paths,
-    kubeconfig_secret_labels,
-)
 from gitops_push.engines.kubernetes.compare import (
     ClusterState,
     Desired,
@@ -84,7 +78,6 @@ from gitops_push.engines.kubernetes.saved import (
 from gitops_push.engines.kubernetes.settings import (
     KubernetesSettings,
     env_names,
-    location_env_names,
     parse_settings,
     settings_of,
 )
@@ -95,7 +88,7 @@ from gitops_push.fsutil import atomic_write
 if TYPE_CHECKING:
     from gitops_push.config import Stack
 
-__all__ = ["ENGINE", "IgnoreRule", "KubernetesEngine", "KubernetesSettings", "env_names",
+__all__ = ["IgnoreRule", "KubernetesEngine", "KubernetesSettings", "env_names",
            "inventory_name", "legacy_inventory_name", "parse_settings"]
 
 
@@ -358,35 +351,3 @@ class KubernetesEngine(ClusterState):
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def _factory() -> KubernetesEngine:
-    return KubernetesEngine()
-
-
-def _file_secrets(settings: Any, env: Mapping[str, str], repo_root: Path) -> dict[str, str]:
-    s = settings if isinstance(settings, KubernetesSettings) else KubernetesSettings()
-    out: dict[str, str] = {}
-    for path in kubeconfig_paths(s.kubeconfig, s.kubeconfig_env, env, repo_root):
-        out.update(kubeconfig_secret_labels(path))
-    return out
-
-
-def _context(environ: Mapping[str, str], work_root: Path, options: Mapping[str, Any]
-             ) -> dict[str, Any]:
-    return {"force_conflicts": bool(options.get("force_conflicts"))}
-
-
-ENGINE = EngineSpec(
-    name="kubernetes",
-    parse_settings=parse_settings,
-    factory=_factory,
-    env_names=env_names,
-    location_env_names=location_env_names,
-    file_secrets=_file_secrets,
-    inputs=k8s_inputs.inputs,
-    discover=k8s_inputs.discover,
-    context=_context,
-)
-
-

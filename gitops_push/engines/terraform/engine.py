@@ -21,18 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitops_push import proc
-from gitops_push.ci import ENV_PLUGIN_CACHE
 from gitops_push.engines.base import (
     ApplyResult,
     Diagnostic,
     DriftItem,
     DriftResult,
     EngineContext,
-    EngineSpec,
     LintResult,
     PlanResult,
 )
-from gitops_push.engines.terraform import inputs as tf_inputs
 from gitops_push.engines.terraform.cli import (
     Tf,
     installs_providers,
@@ -59,15 +56,10 @@ from gitops_push.engines.terraform.plan import (
 from gitops_push.engines.terraform.settings import (
     BIN_ENV,
     TerraformSettings,
-    env_names,
-    parse_settings,
     resolve_binary,
     settings_of,
 )
-
-# re-exported: the keys the docs must name (tests/test_cli.py reads engine.SETTINGS_KEYS)
-from gitops_push.engines.terraform.settings import SETTINGS_KEYS as SETTINGS_KEYS
-from gitops_push.engines.terraform.version import prefetch, probe_version
+from gitops_push.engines.terraform.version import probe_version
 from gitops_push.errors import ToolError, UserError
 
 if TYPE_CHECKING:
@@ -337,37 +329,3 @@ class TerraformEngine:
     def _select_workspace(self, tf: Tf, workspace: str | None) -> None:
         if workspace:
             tf.run("workspace", "select", "-or-create=true", "-no-color", workspace)
-
-
-# Versions probed by this process, keyed by binary, PATH and the executable's identity
-# (path, mtime, size): a binary replaced in place is probed again.
-
-
-def context(environ: Mapping[str, str], work_root: Path, options: Mapping[str, object]
-            ) -> dict[str, object]:
-    """The provider plugin cache every stack of every run shares (created here)."""
-    cache = environ.get(ENV_PLUGIN_CACHE) or str(
-        Path(environ.get("XDG_CACHE_HOME")
-             or Path(environ.get("HOME", str(work_root))) / ".cache")
-        / "gitops-push" / "terraform-plugins"
-    )
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    return {"plugin_cache_dir": cache}
-
-
-ENGINE = EngineSpec(
-    name="terraform",
-    parse_settings=parse_settings,
-    factory=TerraformEngine,
-    env_names=env_names,
-    prefetch=prefetch,
-    inputs=tf_inputs.inputs,
-    preload_inputs=tf_inputs.preload,
-    discover=tf_inputs.discover,
-    area=tf_inputs.area,
-    context=context,
-    # a local backend's state lives untracked in the stack directory: a destroy planned in
-    # a worktree of the base commit must see it and write it back
-    carried_suffixes=(".tfstate", ".tfstate.backup"),
-    not_carried=frozenset({".terraform"}),
-)
