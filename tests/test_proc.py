@@ -105,3 +105,23 @@ def test_a_grandchild_holding_the_pipes_open_does_not_hold_the_run(
     res = proc.run([PY, "-c", code], env={}, timeout=15)
     assert res.returncode == 0 and res.stdout == "parent done\n"
     assert res.duration < 10
+
+
+def test_ctrl_c_stops_the_tool_gracefully_before_it_propagates(tmp_path: Path) -> None:
+    """Ctrl-C reaches gitops-push, not the tool (its own process group): the tool gets
+    SIGINT, the way Terraform expects to be stopped, and its exit is awaited."""
+    import os
+    import signal
+
+    marker = tmp_path / "stopped"
+    code = ("import signal, sys, time\n"
+            "def bye(*_):\n"
+            f"    open({str(marker)!r}, 'w').write('SIGINT')\n"
+            "    sys.exit(3)\n"
+            "signal.signal(signal.SIGINT, bye)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(30)\n")
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        proc.run([PY, "-c", code], env={}, grace=5)
+    assert marker.read_text() == "SIGINT"
