@@ -124,7 +124,7 @@ def test_a_custom_ssh_command_is_probed_once_per_run_not_per_connection(
 
 
 def test_ssh_hosts_of_remote_urls() -> None:
-    from gitops_push.git.repo import _ssh_host
+    from gitops_push.git.ssh import _ssh_host
 
     assert _ssh_host("ssh://git@example.com:2222/acme/infra.git") == "example.com"
     assert _ssh_host("ssh://[::1]/repo") == "::1"
