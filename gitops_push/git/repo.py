@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,15 @@ class Repo:
         self._trees: dict[str, Tree] = {}
         self._remote_heads: dict[str, str | None] = {}
         self.ref_indexes: dict[str, Any] = {}  # tree sha -> refs.RefIndex (see RefIndex.of)
+        # answers remembered for the run (issue 14: each git call is ~4 ms); see _remember
+        self._memo = threading.Lock()
+        self._fetches = 0  # bumped as every fetch starts and ends
+        self._moves = 0  # bumped as every command that can move HEAD starts and ends
+        self._commits: dict[str, tuple[bool, int]] = {}
+        self._ancestry: dict[tuple[str, str], tuple[bool, int]] = {}
+        self._head: tuple[str | None, int] | None = None
+        self._branch: tuple[str | None, int] | None = None
+        self._idents: dict[str, str | None] = {}
 
     # -- running git ------------------------------------------------------------------
     @cached_property
@@ -76,15 +86,48 @@ class Repo:
     ) -> proc.Result:
         if env is None and args and args[0] in _NETWORK_COMMANDS:
             env = self.net_env
-        return proc.run(
-            ["git", "-c", "core.quotepath=off", *args],
-            env=env or self.env,
-            cwd=self.root,
-            check=check,
-            input=input,
-            timeout=timeout,
-            what="git",
-        )
+        command = next((a for a in args if not a.startswith("-")), "")
+        changes = command == "fetch" or command in _MOVES_HEAD or (
+            command == "update-ref" and "HEAD" in args)
+        if changes:
+            self._changing(command)
+        try:
+            return proc.run(
+                ["git", "-c", "core.quotepath=off", *args],
+                env=env or self.env,
+                cwd=self.root,
+                check=check,
+                input=input,
+                timeout=timeout,
+                what="git",
+            )
+        finally:
+            if changes:
+                self._changing(command)
+
+    def _changing(self, command: str) -> None:
+        """A fetch or a command moving HEAD starts or ends: what it can change is asked
+        again (a fetch can bring a missing commit or deepen a shallow history)."""
+        with self._memo:
+            if command in ("fetch", "pull"):
+                self._fetches += 1
+            if command != "fetch":
+                self._moves += 1
+
+    def _remember(self, table: dict[Any, tuple[bool, int]], key: Any,
+                  ask: Callable[[], bool]) -> bool:
+        """A yes/no about fixed commits, asked once per run. A yes stays true: a commit
+        does not disappear and its history only grows. A no holds until the next fetch
+        (one that ran while git was asked does not count as before it)."""
+        with self._memo:
+            known = table.get(key)
+            if known is not None and (known[0] or known[1] == self._fetches):
+                return known[0]
+            since = self._fetches
+        answer = ask()
+        with self._memo:
+            table[key] = (answer, since)
+        return answer
 
     def _out(self, *args: str) -> str:
         return self._run(*args).stdout
@@ -101,7 +144,7 @@ class Repo:
         """``env`` for commits: a ``gitops-push`` identity when git has none (CI images)."""
         env = dict(self.env)
         for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
-            if self._run("var", var, check=False).returncode != 0:
+            if self.ident(var) is None:
                 env.setdefault("GIT_AUTHOR_NAME", "gitops-push")
                 env.setdefault("GIT_AUTHOR_EMAIL", "gitops-push@localhost")
                 env.setdefault("GIT_COMMITTER_NAME", "gitops-push")
@@ -109,10 +152,23 @@ class Repo:
                 break
         return env
 
+    def ident(self, var: str) -> str | None:
+        """``git var GIT_AUTHOR_IDENT`` or ``GIT_COMMITTER_IDENT`` (None: git has none),
+        asked once per run; its timestamp is the first asking's."""
+        if var not in self._idents:
+            res = self._run("var", var, check=False)
+            self._idents[var] = res.stdout.strip() if res.returncode == 0 else None
+        return self._idents[var]
+
     # -- refs and commits -------------------------------------------------------------
     def resolve(self, ref: str, *, what: str = "ref") -> str:
         """The commit SHA a user-supplied ref names, or a clear GitError."""
         check_ref_syntax(ref, what)
+        if ref == "HEAD":
+            head = self._head_commit()
+            if head is None:
+                raise GitError(f"{what} {ref!r}: the repository has no commits yet")
+            return head
         res = self._run(
             "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
         )
@@ -138,13 +194,26 @@ class Repo:
         return len({r for r in found if r in wanted}) > 1
 
     def has_commits(self) -> bool:
-        return self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
+        return self._head_commit() is not None
 
     def head(self) -> str:
-        res = self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
-        if res.returncode != 0 or not res.stdout.strip():
+        head = self._head_commit()
+        if head is None:
             raise GitError("the repository has no commits yet")
-        return res.stdout.strip()
+        return head
+
+    def _head_commit(self) -> str | None:
+        """HEAD's commit, asked once until a git command of this process moves HEAD (a
+        rollback commits, a failed push resets); None before the first commit."""
+        with self._memo:
+            known, moves = self._head, self._moves
+        if known is not None and known[1] == moves:
+            return known[0]
+        res = self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        sha = res.stdout.strip() if res.returncode == 0 else ""
+        with self._memo:
+            self._head = (sha or None, moves)
+        return sha or None
 
     def remote_head(self, remote: str = "origin") -> str | None:
         """The branch ``<remote>/HEAD`` points at (the remote's default branch), if known."""
@@ -158,7 +227,10 @@ class Repo:
         return self._remote_heads[remote]
 
     def has_commit(self, sha: str) -> bool:
-        return self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+        def ask() -> bool:
+            return self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+        return self._remember(self._commits, sha, ask) if SHA_RE.match(sha) else ask()
 
     def parents(self, sha: str) -> list[str]:
         return self._out("rev-list", "--parents", "-n", "1", sha, "--").split()[1:]
@@ -168,10 +240,13 @@ class Repo:
         return res.stdout.strip() or None if res.returncode == 0 else None
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        return (
-            self._run("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode
-            == 0
-        )
+        def ask() -> bool:
+            return self._run("merge-base", "--is-ancestor", ancestor, descendant,
+                             check=False).returncode == 0
+
+        if SHA_RE.match(ancestor) and SHA_RE.match(descendant):
+            return self._remember(self._ancestry, (ancestor, descendant), ask)
+        return ask()
 
     def is_shallow(self) -> bool:
         return self._out("rev-parse", "--is-shallow-repository").strip() == "true"
@@ -191,8 +266,16 @@ class Repo:
         return dict(zip(keys, (p.strip() for p in parts), strict=False))
 
     def current_branch(self) -> str | None:
+        """The checked-out branch (None: detached), asked once as HEAD is."""
+        with self._memo:
+            known, moves = self._branch, self._moves
+        if known is not None and known[1] == moves:
+            return known[0]
         res = self._run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-        return res.stdout.strip() or None
+        branch = res.stdout.strip() or None
+        with self._memo:
+            self._branch = (branch, moves)
+        return branch
 
     def dirty_paths(self) -> list[str]:
         """Tracked changes and untracked, non-ignored files (``git status``)."""
@@ -213,8 +296,7 @@ class Repo:
 
     def user(self) -> str:
         """Who runs this locally: git's committer identity (config or GIT_COMMITTER_*)."""
-        res = self._run("var", "GIT_COMMITTER_IDENT", check=False)
-        ident = res.stdout.strip() if res.returncode == 0 else ""
+        ident = self.ident("GIT_COMMITTER_IDENT") or ""
         return re.sub(r"\s+\d+\s+[+-]\d{4}$", "", ident)  # drop the timestamp
 
     # -- remotes --------------------------------------------------------------------
@@ -312,3 +394,5 @@ class Repo:
 
 
 _NETWORK_COMMANDS = frozenset({"fetch", "push", "ls-remote", "pull", "clone"})
+_MOVES_HEAD = frozenset({"am", "checkout", "cherry-pick", "commit", "merge", "pull", "rebase",
+                         "reset", "revert", "stash", "switch"})
