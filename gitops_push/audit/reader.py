@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,7 @@ from gitops_push.audit.results import Deployment, StoredRecord
 from gitops_push.ci import ENV_SPOOL_DIR
 from gitops_push.config import AuditSettings
 from gitops_push.errors import ConfigError, UserError
-from gitops_push.git import NETWORK_TIMEOUT, Repo, ident_env, rev
+from gitops_push.git import NETWORK_TIMEOUT, Repo, rev
 from gitops_push.git.history import blobs_under
 from gitops_push.git.plumbing import fetch_ref
 
@@ -46,6 +46,19 @@ class Snapshot:
 
     def newest(self) -> StoredRecord | None:
         return max(self.records, key=lambda r: r.seq, default=None)
+
+    def plus(self, tip: str, record: StoredRecord, path: str, blob: str,
+             note: str | None) -> Snapshot:
+        """The trail at ``tip``, a commit adding ``record`` as one new file ``path`` (or
+        one new last line of the note on commit ``note``) with blob ``blob``: what reading
+        ``tip`` would give, without asking git."""
+        data = json.loads(record.raw)  # as parsed from the blob, not the caller's dict
+        records = sorted([*self.records, replace(record, data=data)],
+                         key=lambda r: (r.seq, r.location))
+        if note is not None:
+            return Snapshot(tip, records, list(self.invalid), set(self.paths),
+                            {**self.notes, note: (path, blob)})
+        return Snapshot(tip, records, list(self.invalid), self.paths | {path}, dict(self.notes))
 
     def find(self, record: Mapping[str, Any]) -> StoredRecord | None:
         """An already-stored copy of ``record`` (makes spool flushing idempotent)."""
@@ -129,10 +142,6 @@ class TrailReader:
         self._snapshots: dict[str, Snapshot] = {}
 
     # -- where the trail lives ----------------------------------------------------------
-    @cached_property
-    def _commit_env(self) -> dict[str, str]:
-        return ident_env(self.repo)
-
     @cached_property
     def has_origin(self) -> bool:
         return self.repo.has_remote(self.remote)
@@ -253,6 +262,13 @@ class TrailReader:
             self.warnings.append(f"could not fetch {self.ref} from {self.remote} "
                                  f"({fetched.error.strip()}); using this clone's copy")
         return self._snapshot(rev(self.repo, self.tracking_ref)), fetched
+
+    def seen_records(self) -> list[dict[str, Any]] | None:
+        """The records at origin's tip as this process last saw it (fetched, or pushed by
+        it), without asking where the tracking ref is; None when it saw none."""
+        if self._known_tip is None:
+            return None
+        return [dict(r.data) for r in self._snapshot(self._known_tip[0]).records]
 
     def stored_records(self, *, fetch: bool = True) -> list[StoredRecord]:
         return self._load(fetch)[0].records
