@@ -154,3 +154,21 @@ def test_a_repo_without_an_identity_commits_as_gitops_push(
     # gitops-push; the next commit goes straight to gitops-push
     assert [c[0] for c in calls] == ["commit-tree", "var", "commit-tree", "commit-tree"]
     assert repo.user() == ""
+
+
+def test_remotes_and_their_urls_come_from_one_git_call_as_git_remote_get_url_gives_them(
+        make_repo: Callable[..., GitRepo], monkeypatch: pytest.MonkeyPatch) -> None:
+    r = make_repo({"a.txt": "one\n"})
+    r.git("config", "url.https://git.example.com/.insteadOf", "ex:")
+    r.git("remote", "add", "short", "ex:acme/infra.git")
+    r.git("remote", "add", "spaced", "/srv/a path/infra.git")
+    r.git("config", "remote.nourl.fetch", "+refs/heads/*:refs/remotes/nourl/*")
+    repo = Repo(r.path)
+    calls = spy_git(monkeypatch)
+    for name in ("origin", "short", "spaced", "nourl", "missing"):
+        res = subprocess.run(["git", "remote", "get-url", name], cwd=r.path,
+                             capture_output=True, text=True)
+        assert repo.remote_url(name) == (res.stdout.strip() if res.returncode == 0 else None)
+        assert repo.has_remote(name) is (name != "missing")
+    assert repo.remote_url("short") == "https://git.example.com/acme/infra.git"
+    assert calls == [["remote", "-v"]]

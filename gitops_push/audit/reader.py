@@ -92,7 +92,7 @@ class Fetch:
 
     ok: bool
     tip: str | None
-    previous: str | None = None  # the tracking ref before this fetch
+    previous: str | None = None  # the tracking ref before this fetch (when asked)
     error: str = ""
 
 
@@ -192,18 +192,19 @@ class TrailReader:
         return path if path.is_absolute() else self.repo.root / path
 
     # -- reading ------------------------------------------------------------------------
-    def _fetch(self) -> Fetch:
-        """Bring origin's trail ref into the tracking ref; report what it was before."""
+    def _fetch(self, *, previous: bool = False) -> Fetch:
+        """Bring origin's trail ref into the tracking ref; with ``previous``, report what it
+        was before (only ``verify`` compares them: one rev-parse less for everyone else)."""
         if not self.has_origin:
             return Fetch(True, rev(self.repo, self.ref))
-        previous = rev(self.repo, self.tracking_ref)
+        before = rev(self.repo, self.tracking_ref) if previous else None
         got = fetch_ref(self.repo, self.remote, self.ref, self.tracking_ref,
                         timeout=self.network_timeout)
         if got.missing:
-            return Fetch(True, None, previous)  # no record was pushed yet
+            return Fetch(True, None, before)  # no record was pushed yet
         if got.ok:
-            return Fetch(True, rev(self.repo, self.tracking_ref), previous)
-        return Fetch(False, None, previous, got.detail)
+            return Fetch(True, rev(self.repo, self.tracking_ref), before)
+        return Fetch(False, None, before, got.detail)
 
     def _read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
         """Blob contents, cached by id: a retry after a lost push race reads only new ones."""
@@ -253,8 +254,8 @@ class TrailReader:
         else:
             snap.records.append(parsed)
 
-    def _load(self, fetch: bool) -> tuple[Snapshot, Fetch | None]:
-        fetched = self._fetch() if fetch else None
+    def _load(self, fetch: bool, *, previous: bool = False) -> tuple[Snapshot, Fetch | None]:
+        fetched = self._fetch(previous=previous) if fetch else None
         if fetched is not None and fetched.ok:
             self._known_tip = (fetched.tip,)
             return self._snapshot(fetched.tip), fetched

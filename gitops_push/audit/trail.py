@@ -363,7 +363,7 @@ class Trail(TrailReader):
         """Check the hash chain, that history only ever added records, and that origin's
         ref was not rewritten under this clone. Problems are ordered: chain (by seq),
         history (oldest commit first), rewrite."""
-        snap, fetched = self._load(True)
+        snap, fetched = self._load(True, previous=True)
         problems = check_chain(snap) + check_history(
             self.repo, snap.tip, mode=self.mode, directory=self.directory,
             read_blobs=self._read_blobs)

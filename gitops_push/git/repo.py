@@ -63,8 +63,7 @@ class Repo:
         self._moves = 0  # bumped as every command that can move HEAD starts and ends
         self._commits: dict[str, tuple[bool, int]] = {}
         self._ancestry: dict[tuple[str, str], tuple[bool, int]] = {}
-        self._head: tuple[str | None, int] | None = None
-        self._branch: tuple[str | None, int] | None = None
+        self._head_state: dict[str, tuple[str | None, int]] = {}  # HEAD, branch
         self._idents: dict[str, str | None] = {}
 
     # -- running git ------------------------------------------------------------------
@@ -203,17 +202,24 @@ class Repo:
         return head
 
     def _head_commit(self) -> str | None:
-        """HEAD's commit, asked once until a git command of this process moves HEAD (a
-        rollback commits, a failed push resets); None before the first commit."""
+        """HEAD's commit (None before the first commit), asked once as below."""
+        def ask() -> str | None:
+            res = self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+            return res.stdout.strip() or None if res.returncode == 0 else None
+
+        return self._until_head_moves("head", ask)
+
+    def _until_head_moves(self, key: str, ask: Callable[[], str | None]) -> str | None:
+        """Asked once, then again after a git command of this process that can move HEAD
+        (a rollback commits, a refused push resets)."""
         with self._memo:
-            known, moves = self._head, self._moves
+            known, moves = self._head_state.get(key), self._moves
         if known is not None and known[1] == moves:
             return known[0]
-        res = self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
-        sha = res.stdout.strip() if res.returncode == 0 else ""
+        answer = ask()
         with self._memo:
-            self._head = (sha or None, moves)
-        return sha or None
+            self._head_state[key] = (answer, moves)
+        return answer
 
     def remote_head(self, remote: str = "origin") -> str | None:
         """The branch ``<remote>/HEAD`` points at (the remote's default branch), if known."""
@@ -254,28 +260,14 @@ class Repo:
     def commit_info(self, sha: str) -> dict[str, str]:
         fmt = "%H%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%s"
         parts = self._out("show", "-s", f"--format={fmt}", sha, "--").split("\x00")
-        keys = (
-            "sha",
-            "author_name",
-            "author_email",
-            "committer_name",
-            "committer_email",
-            "committed_at",
-            "subject",
-        )
+        keys = ("sha", "author_name", "author_email", "committer_name", "committer_email",
+                "committed_at", "subject")
         return dict(zip(keys, (p.strip() for p in parts), strict=False))
 
     def current_branch(self) -> str | None:
         """The checked-out branch (None: detached), asked once as HEAD is."""
-        with self._memo:
-            known, moves = self._branch, self._moves
-        if known is not None and known[1] == moves:
-            return known[0]
-        res = self._run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-        branch = res.stdout.strip() or None
-        with self._memo:
-            self._branch = (branch, moves)
-        return branch
+        return self._until_head_moves("branch", lambda: self._run(
+            "symbolic-ref", "--quiet", "--short", "HEAD", check=False).stdout.strip() or None)
 
     def dirty_paths(self) -> list[str]:
         """Tracked changes and untracked, non-ignored files (``git status``)."""
@@ -304,12 +296,19 @@ class Repo:
         return name in self._remotes
 
     @cached_property
-    def _remotes(self) -> tuple[str, ...]:
-        return tuple(self._out("remote").split())
+    def _remotes(self) -> dict[str, str]:
+        """Remote -> URL as ``git remote get-url`` gives it (``insteadOf`` applied; a
+        remote without one is its own name): one ``git remote -v`` for both questions."""
+        out: dict[str, str] = {}
+        for line in self._out("remote", "-v").splitlines():
+            name, _, rest = line.partition("\t")
+            url, fetch, _ = rest.rpartition(" (fetch)")  # then a partial clone's [filter]
+            if name and (fetch or not rest.strip()):
+                out.setdefault(name, url if fetch else name)
+        return out
 
     def remote_url(self, name: str = "origin") -> str | None:
-        res = self._run("remote", "get-url", name, check=False)
-        return res.stdout.strip() or None
+        return self._remotes.get(name) or None
 
     def fetch(self, *args: str, remote: str = "origin", timeout: float = 300) -> bool:
         res = self._run("fetch", "--quiet", "--no-tags", remote, *args, check=False,
