@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import GitRepo, git
+from test_git_repo import spy_git
 
 from gitops_push import audit
 from gitops_push.audit.record import SpoolUnwritable
@@ -153,6 +154,29 @@ def test_append_builds_on_the_tip_it_last_saw_and_retries_when_another_run_got_t
     assert third.pushed and third.attempts == 2 and third.seq == 3
     assert [r["seq"] for r in t.records()] == [0, 1, 2, 3]
     assert t.verify().ok
+
+
+@pytest.mark.parametrize("mode", ["branch", "notes", "commit"])
+def test_a_writer_knows_the_trail_it_pushed_exactly_as_git_holds_it(
+        g: GitRepo, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an append the writer knows the new tip's trail without reading it back (a run
+    checks it under each stack's lock, issue 14); a reader of that commit finds the same."""
+    t = trail(g, mode)
+    for i, rid in enumerate(run_ids(3)):  # files beside each other; a note growing by a line
+        assert t.append(record(rid, head=HEAD_SHA if i < 2 else "b" * 40)).pushed
+    calls = spy_git(monkeypatch)
+    known = t.seen_records()
+    assert calls == []
+    fresh = trail(g, mode)
+    assert known == fresh.records() and [r["seq"] for r in known] == [0, 1, 2]
+    tip = fresh._known_tip
+    assert tip is not None and tip[0] is not None
+    mine, theirs = t._snapshot(tip[0]), fresh._snapshot(tip[0])
+    assert mine is not theirs
+    assert [(r, r.data, r.raw) for r in mine.records] == [(r, r.data, r.raw)
+                                                          for r in theirs.records]
+    assert (mine.paths, mine.notes, mine.invalid) == (theirs.paths, theirs.notes,
+                                                      theirs.invalid)
 
 
 # -- tampering -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GitRepo, git
+from test_git_repo import spy_git
 from test_run_apply import audit_records, config, gp, gp_proc, results, tf
 
 from gitops_push.audit.trail import Trail
@@ -124,7 +125,7 @@ def test_a_custom_ssh_command_is_probed_once_per_run_not_per_connection(
 
 
 def test_ssh_hosts_of_remote_urls() -> None:
-    from gitops_push.git.repo import _ssh_host
+    from gitops_push.git.ssh import _ssh_host
 
     assert _ssh_host("ssh://git@example.com:2222/acme/infra.git") == "example.com"
     assert _ssh_host("ssh://[::1]/repo") == "::1"
@@ -205,6 +206,33 @@ def test_a_run_takes_the_free_locks_at_once_and_waits_for_a_held_one(
     assert g.finish(rec("run-a", "finished")).pushed
     assert r.git("ls-remote", "origin", "refs/gitops-push/locks/*") == ""
     assert [x["phase"] for x in Trail(Repo(r.path)).records()] == ["started", "finished"]
+
+
+def test_under_its_lock_a_stack_reads_the_trail_again_only_if_it_waited_for_the_lock(
+        make_repo: Callable[..., GitRepo], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check that an older pipeline never rolls back a newer deploy reads the trail
+    under each stack's lock. A lock taken in the push with ``started`` was free, and that
+    push's lease proved the trail unchanged: no git at all. A lock waited for: a fetch,
+    since its holder's ``finished`` record went in the push that released it."""
+    r = make_repo({"README.md": "x\n"})
+    holder = LockSet(Repo(r.path), "holder-run", heartbeat=False)
+    holder.acquire("b")
+    g = gate(r, "run-a", ["a", "b"])
+    assert g.start(rec("run-a", "started")).pushed and set(g.locks.held) == {"a"}
+    calls = spy_git(monkeypatch)
+    assert [(x["run_id"], x["phase"]) for x in g.records_under_lock("a")] == [
+        ("run-a", "started")]
+    assert calls == []
+    assert Trail(Repo(r.path)).append(rec("holder-run", "finished")).pushed
+    holder.release_all()
+    g.enter("b")
+    g.acquire("b", threading.Event())
+    del calls[:]
+    assert [(x["run_id"], x["phase"]) for x in g.records_under_lock("b")] == [
+        ("run-a", "started"), ("holder-run", "finished")]
+    assert [c[0] for c in calls if c[0] in ("fetch", "push")] == ["fetch"]
+    g.leave("b")
+    assert g.finish(rec("run-a", "finished")).pushed
 
 
 def test_two_runs_each_holding_the_lock_the_other_needs_next_do_not_deadlock(

@@ -230,6 +230,39 @@ def test_an_older_pipeline_never_rolls_back_a_newer_deployment(deploy_repo: GitR
     assert "already deployed from newer commit" in env["data"]["stacks"][0]["message"]
 
 
+def test_an_older_pipeline_that_waited_for_the_lock_never_rolls_back_what_the_holder_deployed(
+        deploy_repo: GitRepo, tmp_path: Path) -> None:
+    """The older run chose the stack before the newer one deployed it: the trail is read
+    again once the lock it waited for is held, and the stack is skipped, not rolled back."""
+    from gitops_push.audit.trail import Trail
+    from gitops_push.git import Repo
+
+    assert gp(deploy_repo, "apply")[0] == 0
+    older = deploy_repo.commit("older", {"stacks/solo/main.tf": tf("s2")}, push=True)
+    newer = deploy_repo.commit("newer", {"stacks/solo/main.tf": tf("s3")}, push=True)
+    clone = tmp_path / "older"
+    git(tmp_path, "clone", "-q", str(deploy_repo.origin), str(clone))
+    git(clone, "checkout", "-q", "-B", "main", older)
+    with lock_held(deploy_repo, "solo", "newer-run"):
+        proc = gp_proc(GitRepo(clone, deploy_repo.origin), "apply", "--lock-timeout", "90s",
+                       "--output", "json")
+        deadline = time.monotonic() + 60
+        while not any(r["phase"] == "started" and r["head"] == older
+                      for r in audit_records(deploy_repo)):  # it has started, and waits
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        # the holder deploys solo from the newer commit and records it before letting go
+        done = {"schema_version": 1, "run_id": "newer-run", "phase": "finished",
+                "command": "apply", "head": newer, "outcome": "success",
+                "stacks": [{"name": "solo", "result": "applied", "deployed": True}]}
+        assert Trail(Repo(deploy_repo.path)).append(done).pushed
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    (row,) = json.loads(out)["data"]["stacks"]
+    assert (row["name"], row["result"]) == ("solo", "skipped"), row
+    assert "while this one waited" in row["message"] and newer[:12] in row["message"]
+
+
 def test_a_removed_stack_is_destroyed_only_with_allow_destroy(deploy_repo: GitRepo) -> None:
     assert gp(deploy_repo, "apply")[0] == 0
     cfg = config(("net", []), ("app", ["net"]), ("web", ["app"]))

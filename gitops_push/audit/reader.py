@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,7 @@ from gitops_push.audit.results import Deployment, StoredRecord
 from gitops_push.ci import ENV_SPOOL_DIR
 from gitops_push.config import AuditSettings
 from gitops_push.errors import ConfigError, UserError
-from gitops_push.git import NETWORK_TIMEOUT, Repo, ident_env, rev
+from gitops_push.git import NETWORK_TIMEOUT, Repo, rev
 from gitops_push.git.history import blobs_under
 from gitops_push.git.plumbing import fetch_ref
 
@@ -46,6 +46,19 @@ class Snapshot:
 
     def newest(self) -> StoredRecord | None:
         return max(self.records, key=lambda r: r.seq, default=None)
+
+    def plus(self, tip: str, record: StoredRecord, path: str, blob: str,
+             note: str | None) -> Snapshot:
+        """The trail at ``tip``, a commit adding ``record`` as one new file ``path`` (or
+        one new last line of the note on commit ``note``) with blob ``blob``: what reading
+        ``tip`` would give, without asking git."""
+        data = json.loads(record.raw)  # as parsed from the blob, not the caller's dict
+        records = sorted([*self.records, replace(record, data=data)],
+                         key=lambda r: (r.seq, r.location))
+        if note is not None:
+            return Snapshot(tip, records, list(self.invalid), set(self.paths),
+                            {**self.notes, note: (path, blob)})
+        return Snapshot(tip, records, list(self.invalid), self.paths | {path}, dict(self.notes))
 
     def find(self, record: Mapping[str, Any]) -> StoredRecord | None:
         """An already-stored copy of ``record`` (makes spool flushing idempotent)."""
@@ -79,7 +92,7 @@ class Fetch:
 
     ok: bool
     tip: str | None
-    previous: str | None = None  # the tracking ref before this fetch
+    previous: str | None = None  # the tracking ref before this fetch (when asked)
     error: str = ""
 
 
@@ -130,10 +143,6 @@ class TrailReader:
 
     # -- where the trail lives ----------------------------------------------------------
     @cached_property
-    def _commit_env(self) -> dict[str, str]:
-        return ident_env(self.repo)
-
-    @cached_property
     def has_origin(self) -> bool:
         return self.repo.has_remote(self.remote)
 
@@ -183,18 +192,19 @@ class TrailReader:
         return path if path.is_absolute() else self.repo.root / path
 
     # -- reading ------------------------------------------------------------------------
-    def _fetch(self) -> Fetch:
-        """Bring origin's trail ref into the tracking ref; report what it was before."""
+    def _fetch(self, *, previous: bool = False) -> Fetch:
+        """Bring origin's trail ref into the tracking ref; with ``previous``, report what it
+        was before (only ``verify`` compares them: one rev-parse less for everyone else)."""
         if not self.has_origin:
             return Fetch(True, rev(self.repo, self.ref))
-        previous = rev(self.repo, self.tracking_ref)
+        before = rev(self.repo, self.tracking_ref) if previous else None
         got = fetch_ref(self.repo, self.remote, self.ref, self.tracking_ref,
                         timeout=self.network_timeout)
         if got.missing:
-            return Fetch(True, None, previous)  # no record was pushed yet
+            return Fetch(True, None, before)  # no record was pushed yet
         if got.ok:
-            return Fetch(True, rev(self.repo, self.tracking_ref), previous)
-        return Fetch(False, None, previous, got.detail)
+            return Fetch(True, rev(self.repo, self.tracking_ref), before)
+        return Fetch(False, None, before, got.detail)
 
     def _read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
         """Blob contents, cached by id: a retry after a lost push race reads only new ones."""
@@ -244,8 +254,8 @@ class TrailReader:
         else:
             snap.records.append(parsed)
 
-    def _load(self, fetch: bool) -> tuple[Snapshot, Fetch | None]:
-        fetched = self._fetch() if fetch else None
+    def _load(self, fetch: bool, *, previous: bool = False) -> tuple[Snapshot, Fetch | None]:
+        fetched = self._fetch(previous=previous) if fetch else None
         if fetched is not None and fetched.ok:
             self._known_tip = (fetched.tip,)
             return self._snapshot(fetched.tip), fetched
@@ -253,6 +263,13 @@ class TrailReader:
             self.warnings.append(f"could not fetch {self.ref} from {self.remote} "
                                  f"({fetched.error.strip()}); using this clone's copy")
         return self._snapshot(rev(self.repo, self.tracking_ref)), fetched
+
+    def seen_records(self) -> list[dict[str, Any]] | None:
+        """The records at origin's tip as this process last saw it (fetched, or pushed by
+        it), without asking where the tracking ref is; None when it saw none."""
+        if self._known_tip is None:
+            return None
+        return [dict(r.data) for r in self._snapshot(self._known_tip[0]).records]
 
     def stored_records(self, *, fetch: bool = True) -> list[StoredRecord]:
         return self._load(fetch)[0].records

@@ -210,12 +210,14 @@ class Trail(TrailReader):
         if annotate is not None:  # notes: append one line to the note on that commit
             path, old_blob = snap.notes.get(annotate, (annotate, ""))
             old = self._read_blobs([old_blob])[old_blob] if old_blob else b""
+            additive = not old or old.endswith(b"\n")  # no earlier line changes
             if old and not old.endswith(b"\n"):
                 old += b"\n"
             location = f"notes:{annotate}:{len(old.splitlines()) + 1}"
             blob = hash_object(self.repo, old + data)
         else:
             path = location = self._record_path(full, snap.paths)
+            additive = path not in snap.paths
             blob = hash_object(self.repo, data)
         tree = tree_with_file(self.repo, snap.tip, path, blob)
         seq = int(full["seq"])
@@ -223,9 +225,11 @@ class Trail(TrailReader):
                   f"{rec['phase']} {SKIP_CI}"
         body = (f"Record: {location}\nRecord-Seq: {seq}\nRecord-SHA256: {digest(data)}\n"
                 f"Prev-SHA256: {full['prev_sha256'] or '-'}\n")
-        new = commit_tree(self.repo, tree, [snap.tip] if snap.tip else [], f"{subject}\n\n{body}",
-                          self._commit_env)
-        return new, StoredRecord(seq, full["prev_sha256"], digest(data), location, full, data)
+        new = commit_tree(self.repo, tree, [snap.tip] if snap.tip else [], f"{subject}\n\n{body}")
+        stored = StoredRecord(seq, full["prev_sha256"], digest(data), location, full, data)
+        if additive:  # commits never change: the next read of ``new`` needs no git
+            self._snapshots[new] = snap.plus(new, stored, path, blob, annotate)
+        return new, stored
 
     def _record_path(self, rec: Mapping[str, Any], taken: set[str]) -> str:
         t = parse_time(rec["run_id"]) or record_time(rec) or datetime.now(timezone.utc)
@@ -359,7 +363,7 @@ class Trail(TrailReader):
         """Check the hash chain, that history only ever added records, and that origin's
         ref was not rewritten under this clone. Problems are ordered: chain (by seq),
         history (oldest commit first), rewrite."""
-        snap, fetched = self._load(True)
+        snap, fetched = self._load(True, previous=True)
         problems = check_chain(snap) + check_history(
             self.repo, snap.tip, mode=self.mode, directory=self.directory,
             read_blobs=self._read_blobs)

@@ -16,14 +16,8 @@ from gitops_push.git.plumbing import (
     tree_with_file,
     zero_oid,
 )
-from gitops_push.git.repo import (
-    MAX_REF_LEN,
-    NETWORK_TIMEOUT,
-    SHA_RE,
-    ZERO_SHA,
-    Repo,
-    check_ref_syntax,
-)
+from gitops_push.git.refname import MAX_REF_LEN, SHA_RE, ZERO_SHA, check_ref_syntax
+from gitops_push.git.repo import NETWORK_TIMEOUT, Repo
 from gitops_push.git.tree import FileChange, Tree, parse_name_status, resolve_in_tree
 
 __all__ = [

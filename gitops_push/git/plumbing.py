@@ -23,18 +23,32 @@ def ident_env(repo: Repo) -> dict[str, str]:
     return dict(repo.commit_env)
 
 
+def write_commit(repo: Repo, *args: str, input: bytes | None = None) -> str:
+    """Run a command that writes a commit (``commit-tree``, ``commit``) as git's own
+    identity, or as ``gitops-push`` when git has none. Rather than asking git first (two
+    ``git var`` per run), the commit is tried, and git is asked only if that fails."""
+    if "commit_env" not in repo.__dict__:  # not asked yet
+        try:
+            return repo._run(*args, input=input).stdout
+        except ToolError:
+            if repo.commit_env == repo.env:
+                raise  # git has an identity: something else failed
+    return repo._run(*args, input=input, env=repo.commit_env).stdout
+
+
 def hash_object(repo: Repo, data: bytes) -> str:
     return repo._run("hash-object", "-w", "--stdin", input=data).stdout.strip()
 
 
 def commit_tree(repo: Repo, tree: str, parents: Sequence[str], message: str,
                 env: Mapping[str, str] | None = None) -> str:
-    """A commit object (not on any ref); ``env`` defaults to ``ident_env(repo)``."""
+    """A commit object (not on any ref); ``env`` defaults to ``write_commit``'s choice."""
     args = ["commit-tree", tree]
     for p in parents:
         args += ["-p", p]
-    return repo._run(*args, "-F", "-", input=message.encode(),
-                    env=env if env is not None else ident_env(repo)).stdout.strip()
+    if env is not None:
+        return repo._run(*args, "-F", "-", input=message.encode(), env=env).stdout.strip()
+    return write_commit(repo, *args, "-F", "-", input=message.encode()).strip()
 
 
 def tree_with_file(repo: Repo, base: str | None, path: str, blob: str) -> str:
@@ -199,15 +213,14 @@ def restored_commit(repo: Repo, head: str, source: str, paths: Sequence[str], me
         repo._run("read-tree", head, env=env)
         repo._run("restore", f"--source={source}", "--staged", "--", *paths, env=env)
         tree = repo._run("write-tree", env=env).stdout.strip()
-    return repo._run("commit-tree", tree, "-p", head, "-m", message,
-                    env=repo.commit_env).stdout.strip()
+    return write_commit(repo, "commit-tree", tree, "-p", head, "-m", message).strip()
 
 
 # -- the working tree --------------------------------------------------------------------
 def commit_restored(repo: Repo, source: str, paths: Sequence[str], message: str) -> None:
     """Restore ``paths`` from ``source`` in the index and worktree and commit them."""
     repo._run("restore", f"--source={source}", "--staged", "--worktree", "--", *paths)
-    repo._run("commit", "--no-verify", "-m", message, env=repo.commit_env)
+    write_commit(repo, "commit", "--no-verify", "-m", message)
 
 
 def push_head(repo: Repo, remote: str, branch: str) -> tuple[bool, str]:

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from gitops_push import proc
 from gitops_push.errors import GitError, ToolError
+from gitops_push.git.refname import SHA_RE, check_ref_syntax
 from gitops_push.git.tree import FileChange, Tree, parse_ls_tree, parse_name_status
 
-ZERO_SHA = re.compile(r"^0+$")
-SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|^-|^/|/$|\.lock$|^$")
-MAX_REF_LEN = 1024
 NETWORK_TIMEOUT = 120.0  # fetch/push/ls-remote against origin
 
 
@@ -59,6 +57,14 @@ class Repo:
         self._trees: dict[str, Tree] = {}
         self._remote_heads: dict[str, str | None] = {}
         self.ref_indexes: dict[str, Any] = {}  # tree sha -> refs.RefIndex (see RefIndex.of)
+        # answers remembered for the run (issue 14: each git call is ~4 ms); see _remember
+        self._memo = threading.Lock()
+        self._fetches = 0  # bumped as every fetch starts and ends
+        self._moves = 0  # bumped as every command that can move HEAD starts and ends
+        self._commits: dict[str, tuple[bool, int]] = {}
+        self._ancestry: dict[tuple[str, str], tuple[bool, int]] = {}
+        self._head_state: dict[str, tuple[str | None, int]] = {}  # HEAD, branch
+        self._idents: dict[str, str | None] = {}
 
     # -- running git ------------------------------------------------------------------
     @cached_property
@@ -79,61 +85,65 @@ class Repo:
     ) -> proc.Result:
         if env is None and args and args[0] in _NETWORK_COMMANDS:
             env = self.net_env
-        return proc.run(
-            ["git", "-c", "core.quotepath=off", *args],
-            env=env or self.env,
-            cwd=self.root,
-            check=check,
-            input=input,
-            timeout=timeout,
-            what="git",
-        )
+        command = next((a for a in args if not a.startswith("-")), "")
+        changes = command == "fetch" or command in _MOVES_HEAD or (
+            command == "update-ref" and "HEAD" in args)
+        if changes:
+            self._changing(command)
+        try:
+            return proc.run(
+                ["git", "-c", "core.quotepath=off", *args],
+                env=env or self.env,
+                cwd=self.root,
+                check=check,
+                input=input,
+                timeout=timeout,
+                what="git",
+            )
+        finally:
+            if changes:
+                self._changing(command)
+
+    def _changing(self, command: str) -> None:
+        """A fetch or a command moving HEAD starts or ends: what it can change is asked
+        again (a fetch can bring a missing commit or deepen a shallow history)."""
+        with self._memo:
+            if command in ("fetch", "pull"):
+                self._fetches += 1
+            if command != "fetch":
+                self._moves += 1
+
+    def _remember(self, table: dict[Any, tuple[bool, int]], key: Any,
+                  ask: Callable[[], bool]) -> bool:
+        """A yes/no about fixed commits, asked once per run. A yes stays true: a commit
+        does not disappear and its history only grows. A no holds until the next fetch
+        (one that ran while git was asked does not count as before it)."""
+        with self._memo:
+            known = table.get(key)
+            if known is not None and (known[0] or known[1] == self._fetches):
+                return known[0]
+            since = self._fetches
+        answer = ask()
+        with self._memo:
+            table[key] = (answer, since)
+        return answer
 
     def _out(self, *args: str) -> str:
         return self._run(*args).stdout
 
     @cached_property
     def net_env(self) -> dict[str, str]:
-        """``env`` for commands that reach a remote.
+        """``env`` for commands that reach a remote (see ``ssh.net_env``)."""
+        from gitops_push.git.ssh import net_env
 
-        Before every connection, git runs a custom ssh command (``GIT_SSH_COMMAND`` whose
-        program is not ssh or plink) once more with ``-G`` to learn whether it is OpenSSH.
-        Probed once here instead, the answer goes to git as ``GIT_SSH_VARIANT``: one probe
-        per run, not one per connection (issue 14: round trips that do not grow)."""
-        env = self.env
-        if "GIT_SSH_VARIANT" in env:
-            return env
-        found = self._run("config", "--get-regexp",
-                         r"^(ssh\.variant|core\.sshcommand|remote\.origin\.url)$",
-                         check=False, env=env).stdout
-        cfg = dict(line.partition(" ")[::2] for line in found.splitlines())
-        host = _ssh_host(cfg.get("remote.origin.url", "").strip())
-        if "ssh.variant" in cfg or host is None:
-            return env
-        command = env.get("GIT_SSH_COMMAND", "").strip() or cfg.get("core.sshcommand", "")
-        program = "" if command else env.get("GIT_SSH", "").strip()  # a program, no shell
-        if not (command or program):
-            return env  # plain ssh: git does not probe
-        name = Path(program or command.split()[0]).name.lower().removesuffix(".exe")
-        if name in ("ssh", "plink", "putty", "tortoiseplink"):
-            return env  # git knows these without probing
-        # git runs the command the same way: through sh when it has shell syntax
-        if program or not re.search(r"[|&;<>()$`\\\"' \t\n*?\[#~=%]", command):
-            probe = [program or command, "-G", host]
-        else:
-            probe = ["sh", "-c", f'{command} "$@"', command, "-G", host]
-        try:
-            res = proc.run(probe, env=env, cwd=self.root, check=False, timeout=30, what="ssh")
-        except ToolError:
-            return env
-        return {**env, "GIT_SSH_VARIANT": "ssh" if res.returncode == 0 else "simple"}
+        return net_env(self)
 
     @cached_property
     def commit_env(self) -> dict[str, str]:
         """``env`` for commits: a ``gitops-push`` identity when git has none (CI images)."""
         env = dict(self.env)
         for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
-            if self._run("var", var, check=False).returncode != 0:
+            if self.ident(var) is None:
                 env.setdefault("GIT_AUTHOR_NAME", "gitops-push")
                 env.setdefault("GIT_AUTHOR_EMAIL", "gitops-push@localhost")
                 env.setdefault("GIT_COMMITTER_NAME", "gitops-push")
@@ -141,10 +151,23 @@ class Repo:
                 break
         return env
 
+    def ident(self, var: str) -> str | None:
+        """``git var GIT_AUTHOR_IDENT`` or ``GIT_COMMITTER_IDENT`` (None: git has none),
+        asked once per run; its timestamp is the first asking's."""
+        if var not in self._idents:
+            res = self._run("var", var, check=False)
+            self._idents[var] = res.stdout.strip() if res.returncode == 0 else None
+        return self._idents[var]
+
     # -- refs and commits -------------------------------------------------------------
     def resolve(self, ref: str, *, what: str = "ref") -> str:
         """The commit SHA a user-supplied ref names, or a clear GitError."""
         check_ref_syntax(ref, what)
+        if ref == "HEAD":
+            head = self._head_commit()
+            if head is None:
+                raise GitError(f"{what} {ref!r}: the repository has no commits yet")
+            return head
         res = self._run(
             "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
         )
@@ -170,13 +193,33 @@ class Repo:
         return len({r for r in found if r in wanted}) > 1
 
     def has_commits(self) -> bool:
-        return self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
+        return self._head_commit() is not None
 
     def head(self) -> str:
-        res = self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
-        if res.returncode != 0 or not res.stdout.strip():
+        head = self._head_commit()
+        if head is None:
             raise GitError("the repository has no commits yet")
-        return res.stdout.strip()
+        return head
+
+    def _head_commit(self) -> str | None:
+        """HEAD's commit (None before the first commit), asked once as below."""
+        def ask() -> str | None:
+            res = self._run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+            return res.stdout.strip() or None if res.returncode == 0 else None
+
+        return self._until_head_moves("head", ask)
+
+    def _until_head_moves(self, key: str, ask: Callable[[], str | None]) -> str | None:
+        """Asked once, then again after a git command of this process that can move HEAD
+        (a rollback commits, a refused push resets)."""
+        with self._memo:
+            known, moves = self._head_state.get(key), self._moves
+        if known is not None and known[1] == moves:
+            return known[0]
+        answer = ask()
+        with self._memo:
+            self._head_state[key] = (answer, moves)
+        return answer
 
     def remote_head(self, remote: str = "origin") -> str | None:
         """The branch ``<remote>/HEAD`` points at (the remote's default branch), if known."""
@@ -190,7 +233,10 @@ class Repo:
         return self._remote_heads[remote]
 
     def has_commit(self, sha: str) -> bool:
-        return self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+        def ask() -> bool:
+            return self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+        return self._remember(self._commits, sha, ask) if SHA_RE.match(sha) else ask()
 
     def parents(self, sha: str) -> list[str]:
         return self._out("rev-list", "--parents", "-n", "1", sha, "--").split()[1:]
@@ -200,10 +246,13 @@ class Repo:
         return res.stdout.strip() or None if res.returncode == 0 else None
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        return (
-            self._run("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode
-            == 0
-        )
+        def ask() -> bool:
+            return self._run("merge-base", "--is-ancestor", ancestor, descendant,
+                             check=False).returncode == 0
+
+        if SHA_RE.match(ancestor) and SHA_RE.match(descendant):
+            return self._remember(self._ancestry, (ancestor, descendant), ask)
+        return ask()
 
     def is_shallow(self) -> bool:
         return self._out("rev-parse", "--is-shallow-repository").strip() == "true"
@@ -211,20 +260,14 @@ class Repo:
     def commit_info(self, sha: str) -> dict[str, str]:
         fmt = "%H%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%s"
         parts = self._out("show", "-s", f"--format={fmt}", sha, "--").split("\x00")
-        keys = (
-            "sha",
-            "author_name",
-            "author_email",
-            "committer_name",
-            "committer_email",
-            "committed_at",
-            "subject",
-        )
+        keys = ("sha", "author_name", "author_email", "committer_name", "committer_email",
+                "committed_at", "subject")
         return dict(zip(keys, (p.strip() for p in parts), strict=False))
 
     def current_branch(self) -> str | None:
-        res = self._run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-        return res.stdout.strip() or None
+        """The checked-out branch (None: detached), asked once as HEAD is."""
+        return self._until_head_moves("branch", lambda: self._run(
+            "symbolic-ref", "--quiet", "--short", "HEAD", check=False).stdout.strip() or None)
 
     def dirty_paths(self) -> list[str]:
         """Tracked changes and untracked, non-ignored files (``git status``)."""
@@ -245,8 +288,7 @@ class Repo:
 
     def user(self) -> str:
         """Who runs this locally: git's committer identity (config or GIT_COMMITTER_*)."""
-        res = self._run("var", "GIT_COMMITTER_IDENT", check=False)
-        ident = res.stdout.strip() if res.returncode == 0 else ""
+        ident = self.ident("GIT_COMMITTER_IDENT") or ""
         return re.sub(r"\s+\d+\s+[+-]\d{4}$", "", ident)  # drop the timestamp
 
     # -- remotes --------------------------------------------------------------------
@@ -254,12 +296,19 @@ class Repo:
         return name in self._remotes
 
     @cached_property
-    def _remotes(self) -> tuple[str, ...]:
-        return tuple(self._out("remote").split())
+    def _remotes(self) -> dict[str, str]:
+        """Remote -> URL as ``git remote get-url`` gives it (``insteadOf`` applied; a
+        remote without one is its own name): one ``git remote -v`` for both questions."""
+        out: dict[str, str] = {}
+        for line in self._out("remote", "-v").splitlines():
+            name, _, rest = line.partition("\t")
+            url, fetch, _ = rest.rpartition(" (fetch)")  # then a partial clone's [filter]
+            if name and (fetch or not rest.strip()):
+                out.setdefault(name, url if fetch else name)
+        return out
 
     def remote_url(self, name: str = "origin") -> str | None:
-        res = self._run("remote", "get-url", name, check=False)
-        return res.stdout.strip() or None
+        return self._remotes.get(name) or None
 
     def fetch(self, *args: str, remote: str = "origin", timeout: float = 300) -> bool:
         res = self._run("fetch", "--quiet", "--no-tags", remote, *args, check=False,
@@ -341,34 +390,5 @@ class Repo:
 
 
 _NETWORK_COMMANDS = frozenset({"fetch", "push", "ls-remote", "pull", "clone"})
-
-
-def _ssh_host(url: str) -> str | None:
-    """The host of an ssh remote URL (``ssh://[user@]host[:port]/path`` or scp-like
-    ``[user@]host:path``); None for anything else (a local path, https)."""
-    m = re.match(r"ssh://(?:[^@/]*@)?(\[[^\]]*\]|[^:/]+)", url) or re.match(
-        r"(?:[^@/:]*@)?([^:/]{2,}):(?!//)", url)
-    return m.group(1).strip("[]") if m else None
-
-
-def check_ref_syntax(ref: str, what: str = "ref") -> None:
-    """Reject refs that could act as options or hide control characters."""
-    if not ref or len(ref) > MAX_REF_LEN:
-        raise GitError(f"{what} must be a non-empty ref or SHA of at most {MAX_REF_LEN} chars")
-    if ref.startswith("-"):
-        raise GitError(f"{what} {ref!r} looks like an option; refs may not start with '-'")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in ref):
-        raise GitError(f"{what} contains control characters (newline?): {ref!r}")
-    # allow plain names and the common NAME~N / NAME^ forms; reject the rest of git's syntax
-    if (
-        ref != "HEAD"
-        and not SHA_RE.match(ref)
-        and _BAD_REF.search(ref)
-        and not re.fullmatch(r"[A-Za-z0-9._/\-]+(~\d*|\^\d*)*", ref)
-    ):
-        raise GitError(f"{what} {ref!r} is not a valid ref name or SHA")
-
-
-# -- plumbing for refs gitops-push writes (audit trail, locks) -----------------------------
-
-
+_MOVES_HEAD = frozenset({"am", "checkout", "cherry-pick", "commit", "merge", "pull", "rebase",
+                         "reset", "revert", "stash", "switch"})

@@ -236,10 +236,16 @@ class RunGate:
     def records_under_lock(self, stack: str) -> list[dict[str, Any]]:
         """The trail as it stands now that ``stack``'s lock is held, so the caller can
         refuse to roll back a deployment a newer run made meanwhile. A lock taken in the
-        push with ``started`` needs no fetch: that push's lease on the trail proved no
-        record was written since the trail was read. A lock waited for does (one fetch:
-        its holder's ``finished`` record went in the push that released it)."""
+        push with ``started`` needs no fetch, nor even a read: that push's lease on the
+        trail proved no record was written since the trail was read, so the trail is what
+        was read plus ``started`` (or what a later fetch of this run saw). A lock waited
+        for needs one fetch: its holder's ``finished`` record went in the push that
+        released it."""
         with self._trail_mutex:
+            if self.batched and stack in self._with_record:
+                seen = self.trail.seen_records()
+                if seen is not None:
+                    return seen
             fetch = self.batched and stack not in self._with_record
             return self.trail.records(fetch=fetch)
 

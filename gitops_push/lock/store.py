@@ -31,7 +31,6 @@ from gitops_push.git import (
     Repo,
     commit_tree,
     fetch_refspecs,
-    ident_env,
     ls_remote,
     push,
     rev,
@@ -176,15 +175,11 @@ class LockStore:
         return self.repo.has_remote(self.remote)
 
     @cached_property
-    def _commit_env(self) -> dict[str, str]:
-        return ident_env(self.repo)
-
-    @cached_property
     def _empty_tree(self) -> str:
         return empty_tree(self.repo)
 
     def _commit(self, info: LockInfo) -> str:
-        return commit_tree(self.repo, self._empty_tree, [], info.message(), self._commit_env)
+        return commit_tree(self.repo, self._empty_tree, [], info.message())
 
     def _parse(self, stack: str, sha: str) -> LockInfo:
         """Decode a lock commit; junk on the ref counts as a lock expiring ``DEFAULT_TTL``
