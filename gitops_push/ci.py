@@ -31,6 +31,8 @@ ENV_GITLAB_TOKEN = "GITOPS_PUSH_GITLAB_TOKEN"  # noqa: S105  # a variable name
 
 @dataclass(frozen=True)
 class CIContext:
+    """What the CI job says about itself: the platform, the event and the commits it names."""
+
     system: str  # "github" | "gitlab" | "local"
     event: str = ""  # push | pull_request | merge_request_event | schedule | ...
     base_sha: str | None = None  # push: the commit before; MR/PR: the target/base

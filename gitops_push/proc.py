@@ -69,6 +69,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class Result:
+    """What a tool did: its exit code and output, already redacted."""
+
     command: tuple[str, ...]
     returncode: int
     stdout: str

@@ -102,6 +102,8 @@ OUTPUTS = click.Choice(["table", "json"])
 
 @dataclass
 class State:
+    """The global flags, shared by every command of one invocation."""
+
     repo: Path = Path()
     config: Path | None = None
     verbose: int = 0

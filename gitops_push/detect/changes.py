@@ -44,6 +44,8 @@ class StackStatus(Word):
 
 @dataclass(frozen=True)
 class StackChange:
+    """One stack that changed, its wave and why."""
+
     stack: Stack
     status: StackStatus
     wave: int = 0
@@ -57,6 +59,8 @@ class StackChange:
 
 @dataclass(frozen=True)
 class ChangeSet:
+    """Every changed stack of a range, in run order."""
+
     range: Range
     stacks: tuple[StackChange, ...]
     all_stacks: tuple[Stack, ...] = field(default=())

@@ -16,6 +16,8 @@ from gitops_push.git.plumbing import ref_exists, rev
 
 @dataclass(frozen=True)
 class Range:
+    """The two commits a run compares, and where the base came from."""
+
     base: str | None  # None: no usable base, every stack counts as changed
     head: str
     source: str  # flag | ci-push | ci-pr | merge-base | first-commit | fallback | all

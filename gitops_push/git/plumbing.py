@@ -73,6 +73,8 @@ _RACE_MARKERS = ("stale info", "fetch first", "non-fast-forward", "already exist
 
 @dataclass(frozen=True)
 class PushResult:
+    """How origin answered a push: accepted, stale (a lease or fast-forward failed), rejected."""
+
     ok: bool
     kind: str  # ok | stale (lease failed / not a fast-forward) | rejected (by origin) | error
     detail: str
@@ -172,6 +174,8 @@ def commit_text(repo: Repo, sha: str) -> str:
 
 @dataclass(frozen=True)
 class FetchedRef:
+    """How origin answered a fetch of one ref."""
+
     ok: bool
     missing: bool = False  # the remote has no such ref
     detail: str = ""

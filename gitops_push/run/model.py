@@ -30,6 +30,8 @@ DEPLOY_COMMANDS = ("apply", "rollback", "drift")
 
 @dataclass(frozen=True)
 class RunOptions:
+    """What the command line asked of one run."""
+
     command: str  # plan | apply | drift
     base: str | None = None
     head: str | None = None
@@ -50,6 +52,8 @@ class RunOptions:
 
 @dataclass
 class RunReport:
+    """Everything one run did, for the output and the audit record."""
+
     command: str
     run_id: str
     head: str

@@ -30,6 +30,8 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class PlanMeta:
+    """What a saved plan was made from, checked before it is applied."""
+
     stack: str
     type: str
     commit: str
