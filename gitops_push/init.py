@@ -46,6 +46,8 @@ SHA40 = re.compile(r"[0-9a-f]{40}")
 
 @dataclass(frozen=True)
 class InitResult:
+    """What ``init`` wrote, kept and found, and what to do next."""
+
     written: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # existing files init never rewrites
     skipped: list[str] = field(default_factory=list)

@@ -58,6 +58,8 @@ class Stack:
 
 @dataclass(frozen=True)
 class AuditSettings:
+    """Where and how the audit trail is written (``audit:``)."""
+
     mode: str = "branch"
     branch: str = "gitops-push/audit"
     notes_ref: str = "refs/notes/gitops-push"
@@ -75,6 +77,8 @@ class StackSpec:
 
 @dataclass(frozen=True)
 class Config:
+    """gitops-push.yaml, parsed: its stacks, discovery globs and settings."""
+
     file: str | None  # display path, None when no config file exists
     stacks: tuple[StackSpec, ...] = ()
     discover: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_DISCOVER))

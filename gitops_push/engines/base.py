@@ -40,6 +40,8 @@ class Diagnostic:
 
 @dataclass(frozen=True)
 class LintResult:
+    """What lint found in one stack; an error fails the stack."""
+
     stack: str
     diagnostics: tuple[Diagnostic, ...] = ()
 
@@ -63,6 +65,8 @@ class Change:
 
 @dataclass(frozen=True)
 class OutputChange:
+    """An output a plan changes (its value is never kept)."""
+
     name: str
     action: str
     sensitive: bool = False
@@ -70,6 +74,8 @@ class OutputChange:
 
 @dataclass(frozen=True)
 class Counts:
+    """Changes of a plan or apply by kind, as tables and records show them."""
+
     add: int = 0
     change: int = 0
     destroy: int = 0
@@ -117,6 +123,8 @@ class PlanResult:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """What an apply did, with the tail of the tool's output."""
+
     stack: str
     changes: tuple[Change, ...] = ()
     duration: float = 0.0
@@ -142,6 +150,8 @@ class DriftItem:
 
 @dataclass(frozen=True)
 class DriftResult:
+    """Where live state differs from git for one stack."""
+
     stack: str
     items: tuple[DriftItem, ...] = ()
 

@@ -21,6 +21,8 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class Envelope:
+    """The versioned JSON document every command prints with ``--output json``."""
+
     command: str
     exit_code: int = 0
     status: str = "success"  # success | partial | error

@@ -40,6 +40,8 @@ class CommentError(GitopsPushError):
 
 @dataclass(frozen=True)
 class Target:
+    """The pull or merge request a comment goes to, and how to reach its API."""
+
     platform: str  # github | gitlab
     api_url: str
     project: str  # GitHub owner/name; GitLab project id or path
@@ -50,6 +52,8 @@ class Target:
 
 @dataclass(frozen=True)
 class CommentResult:
+    """What posting the comment did."""
+
     action: str  # created | updated | skipped (no pull/merge request for the commit)
     comment_id: int | str
     truncated: bool

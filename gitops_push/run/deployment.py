@@ -87,6 +87,8 @@ def _stack_ok(s: Mapping[str, Any]) -> bool:
 # -- summary ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StackResult:
+    """One stack's result in a deployment that several jobs ran."""
+
     name: str
     result: str
     ok: bool
@@ -97,6 +99,8 @@ class StackResult:
 
 @dataclass(frozen=True)
 class Summary:
+    """A fan-out deployment, put together from its runs' audit records."""
+
     deployment_id: str
     command: str
     head: str

@@ -29,6 +29,8 @@ PHASES = {"apply": ("apply", "drift"), "plan": ("plan",), "drift": ("drift", "ap
 
 @dataclass(frozen=True)
 class Job:
+    """One CI job of a fan-out: the stacks it runs and the jobs it waits for."""
+
     key: str  # stable and unique: "<level>-<n>"
     level: int  # 1-based; jobs only wait for jobs of lower levels
     stacks: tuple[StackChange, ...]
@@ -54,6 +56,8 @@ class Job:
 
 @dataclass(frozen=True)
 class FanOut:
+    """The jobs a fan-out generates, level by level."""
+
     command: str
     head: str
     jobs: tuple[Job, ...]

@@ -47,6 +47,8 @@ CALL_TIMEOUT = 1800.0  # one kubectl call; the CI job's own timeout is the real 
 
 @dataclass(frozen=True)
 class ApiResource:
+    """One resource type the server serves (``kubectl api-resources``)."""
+
     name: str  # plural, e.g. deployments
     group: str
     version: str  # the server's preferred version

@@ -19,6 +19,8 @@ KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 
 @dataclass(frozen=True)
 class KustomizeRef:
+    """A path a kustomization names, and in which field."""
+
     field: str  # e.g. "resources", "patches"
     path: str  # as written, relative to the kustomization's directory
 

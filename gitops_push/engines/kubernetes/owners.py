@@ -74,6 +74,8 @@ def write_inventory(kc: Kubectl, name: str, namespace: str,
 
 @dataclass(frozen=True)
 class Owner:
+    """The project and stack an object's labels say it belongs to."""
+
     project: str | None  # None: labelled before projects existed (legacy)
     stack: str
 

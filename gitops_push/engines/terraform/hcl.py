@@ -42,6 +42,8 @@ _MAYBE_REFS = re.compile(r"\bmodule\b|\bfile[a-z0-9]*\s*\(")
 
 @dataclass(frozen=True)
 class Token:
+    """One token of a ``.tf`` file, as far as the scanner needs it."""
+
     kind: str  # ident | string | heredoc | punct | newline
     value: str
     line: int
@@ -50,6 +52,8 @@ class Token:
 
 @dataclass(frozen=True)
 class ModuleRef:
+    """A ``module`` block's source, where it is written."""
+
     name: str
     source: str
     file: str
@@ -58,6 +62,8 @@ class ModuleRef:
 
 @dataclass(frozen=True)
 class FileRef:
+    """A literal path given to ``file()`` and its kin, where it is written."""
+
     function: str
     path: str  # the literal, with any ${path.module}/ prefix removed
     anchor: str  # "module" | "root" | "cwd" | "" (no prefix: relative to the root module)
@@ -67,6 +73,8 @@ class FileRef:
 
 @dataclass(frozen=True)
 class References:
+    """Every module source and file path one ``.tf`` file (or directory) names."""
+
     modules: tuple[ModuleRef, ...]
     files: tuple[FileRef, ...]
 
