@@ -269,7 +269,12 @@ def kube(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
         finally:
             if standin is not None:
                 standin.stop()
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false",
+            # the test's namespace, and any it derived from that name (``<ns>-extra``):
+            # a real cluster outlives the test run
+            listed = cluster.kubectl("get", "namespaces", "-o", "name").stdout.split()
+            derived = [n.removeprefix("namespace/") for n in listed
+                       if n.startswith(f"namespace/{namespace}-")]
+            cluster.kubectl("delete", "namespace", namespace, *derived, "--wait=false",
                             "--ignore-not-found")
         return
 
