@@ -9,7 +9,6 @@ from gitops_push.git.plumbing import (
     commit_tree,
     fetch_refspecs,
     hash_object,
-    ident_env,
     ls_remote,
     push,
     rev,
@@ -23,6 +22,6 @@ from gitops_push.git.tree import FileChange, Tree, parse_name_status, resolve_in
 __all__ = [
     "MAX_REF_LEN", "NETWORK_TIMEOUT", "SHA_RE", "ZERO_SHA", "FileChange", "PushResult",
     "Repo", "Tree", "check_ref_syntax", "commit_tree", "fetch_refspecs", "hash_object",
-    "ident_env", "ls_remote", "parse_name_status", "push", "resolve_in_tree", "rev",
+    "ls_remote", "parse_name_status", "push", "resolve_in_tree", "rev",
     "tree_with_file", "zero_oid",
 ]

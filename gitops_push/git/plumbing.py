@@ -18,11 +18,6 @@ def zero_oid(like: str) -> str:
     return "0" * len(like)
 
 
-def ident_env(repo: Repo) -> dict[str, str]:
-    """repo.env, plus a ``gitops-push`` identity when git has none (bare CI images)."""
-    return dict(repo.commit_env)
-
-
 def write_commit(repo: Repo, *args: str, input: bytes | None = None) -> str:
     """Run a command that writes a commit (``commit-tree``, ``commit``) as git's own
     identity, or as ``gitops-push`` when git has none. Rather than asking git first (two
