@@ -22,7 +22,7 @@ def write_commit(repo: Repo, *args: str, input: bytes | None = None) -> str:
     """Run a command that writes a commit (``commit-tree``, ``commit``) as git's own
     identity, or as ``gitops-push`` when git has none. Rather than asking git first (two
     ``git var`` per run), the commit is tried, and git is asked only if that fails."""
-    if "commit_env" not in repo.__dict__:  # not asked yet
+    if not repo.identity_known:
         try:
             return repo._run(*args, input=input).stdout
         except ToolError:

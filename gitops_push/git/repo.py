@@ -151,6 +151,11 @@ class Repo:
                 break
         return env
 
+    @property
+    def identity_known(self) -> bool:
+        """Whether ``commit_env`` was already worked out in this run."""
+        return "commit_env" in self.__dict__
+
     def ident(self, var: str) -> str | None:
         """``git var GIT_AUTHOR_IDENT`` or ``GIT_COMMITTER_IDENT`` (None: git has none),
         asked once per run; its timestamp is the first asking's."""
